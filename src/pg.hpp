@@ -19,7 +19,7 @@ extern "C" {
 // __builtin_types_compatible_p exists only in C: check the same thing with type traits.
 #undef AssertVariableIsOfType
 #define AssertVariableIsOfType(varname, typename)                                                                      \
-	static_assert(std::is_same_v<std::remove_cv_t<decltype(varname)>, typename>,                                   \
+	static_assert(std::is_same_v<std::remove_cv_t<decltype(varname)>, typename>,                                       \
 	              CppAsString(varname) " does not have type " CppAsString(typename))
 #undef AssertVariableIsOfTypeMacro
 #define AssertVariableIsOfTypeMacro(varname, typename) ((void)0)

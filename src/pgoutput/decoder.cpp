@@ -3,6 +3,7 @@
 
 #include "reader.hpp"
 
+#include <array>
 #include <chrono>
 
 namespace logical_audit::pgoutput {
@@ -236,52 +237,44 @@ RollbackPrepared read_rollback_prepared(Reader &r) {
 	return m;
 }
 
-// Where a message type may appear: the protocol version that introduced it and whether it is
-// allowed inside a streamed block (between Stream Start and Stream Stop).
+// Where a message type may appear relative to a streamed block (Stream Start to Stream Stop).
 enum class Place { Outside, Inside, Anywhere };
 
-struct Rule {
+// What the protocol says of one message type: its name, the version that introduced it, and where
+// it may appear.
+struct Kind {
+	const char *name;
 	int min_version;
 	Place place;
 };
 
-bool rule_for(char type, Rule &rule) {
-	switch (type) {
-	case 'B':
-	case 'C':
-		rule = {1, Place::Outside};
-		return true;
-	case 'O':
-	case 'R':
-	case 'Y':
-	case 'I':
-	case 'U':
-	case 'D':
-	case 'T':
-	case 'M':
-		rule = {1, Place::Anywhere};
-		return true;
-	case 'S':
-	case 'c':
-	case 'A':
-		rule = {2, Place::Outside};
-		return true;
-	case 'E':
-		rule = {2, Place::Inside};
-		return true;
-	case 'b':
-	case 'P':
-	case 'K':
-	case 'r':
-	case 'p':
-		rule = {3, Place::Outside};
-		return true;
-	default:
-		return false;
-	}
+constexpr std::array<Kind, 256> make_kinds() {
+	std::array<Kind, 256> k{};
+	k['B'] = {"begin", 1, Place::Outside};
+	k['C'] = {"commit", 1, Place::Outside};
+	k['O'] = {"origin", 1, Place::Anywhere};
+	k['R'] = {"relation", 1, Place::Anywhere};
+	k['Y'] = {"type", 1, Place::Anywhere};
+	k['I'] = {"insert", 1, Place::Anywhere};
+	k['U'] = {"update", 1, Place::Anywhere};
+	k['D'] = {"delete", 1, Place::Anywhere};
+	k['T'] = {"truncate", 1, Place::Anywhere};
+	k['M'] = {"message", 1, Place::Anywhere};
+	k['S'] = {"stream start", 2, Place::Outside};
+	k['E'] = {"stream stop", 2, Place::Inside};
+	k['c'] = {"stream commit", 2, Place::Outside};
+	k['A'] = {"stream abort", 2, Place::Outside};
+	k['b'] = {"begin prepare", 3, Place::Outside};
+	k['P'] = {"prepare", 3, Place::Outside};
+	k['K'] = {"commit prepared", 3, Place::Outside};
+	k['r'] = {"rollback prepared", 3, Place::Outside};
+	k['p'] = {"stream prepare", 3, Place::Outside};
+	return k;
 }
 
-// Decodes the body of a message whose type passed its rule.
+constexpr std::array<Kind, 256> kKinds = make_kinds();
+
+// Decodes the body of a message whose type passed check_place.
 Message read_body(char type, Reader &r, Xid stream_xid, int protocol_version) {
 	// Inside a stream the data messages start with the transaction's xid.
 	auto xid = [&]() -> Xid { return stream_xid == kInvalidXid ? kInvalidXid : r.u32(); };
@@ -322,21 +315,21 @@ Message read_body(char type, Reader &r, Xid stream_xid, int protocol_version) {
 		return read_commit_prepared(r);
 	case 'r':
 		return read_rollback_prepared(r);
-	default: // 'p', the only type left that rule_for accepts
+	default: // 'p', the only type left that kKinds knows
 		return read_prepare<StreamPrepare>(r);
 	}
 }
 
 // Checks that a message of this type may appear now; sets the reader's failure if not.
 void check_place(Reader &r, char type, int protocol_version, bool in_stream) {
-	Rule rule;
-	if (!rule_for(type, rule))
+	const Kind &kind = kKinds[static_cast<uint8_t>(type)];
+	if (kind.name == nullptr)
 		r.fail("unknown message type");
-	else if (protocol_version < rule.min_version)
+	else if (protocol_version < kind.min_version)
 		r.fail("message type not allowed by the negotiated protocol version");
-	else if (rule.place == Place::Outside && in_stream)
+	else if (kind.place == Place::Outside && in_stream)
 		r.fail("message not allowed inside a streamed transaction");
-	else if (rule.place == Place::Inside && !in_stream)
+	else if (kind.place == Place::Inside && !in_stream)
 		r.fail("stream stop outside a streamed transaction");
 }
 
@@ -426,48 +419,8 @@ Timestamp now_timestamp() {
 }
 
 const char *message_name(char type) {
-	switch (type) {
-	case 'B':
-		return "begin";
-	case 'C':
-		return "commit";
-	case 'O':
-		return "origin";
-	case 'R':
-		return "relation";
-	case 'Y':
-		return "type";
-	case 'I':
-		return "insert";
-	case 'U':
-		return "update";
-	case 'D':
-		return "delete";
-	case 'T':
-		return "truncate";
-	case 'M':
-		return "message";
-	case 'S':
-		return "stream start";
-	case 'E':
-		return "stream stop";
-	case 'c':
-		return "stream commit";
-	case 'A':
-		return "stream abort";
-	case 'b':
-		return "begin prepare";
-	case 'P':
-		return "prepare";
-	case 'K':
-		return "commit prepared";
-	case 'r':
-		return "rollback prepared";
-	case 'p':
-		return "stream prepare";
-	default:
-		return "unknown";
-	}
+	const char *name = kKinds[static_cast<uint8_t>(type)].name;
+	return name ? name : "unknown";
 }
 
 } // namespace logical_audit::pgoutput

@@ -323,9 +323,9 @@ static_assert(std::is_trivially_destructible_v<CopyData>, "messages must be safe
 
 // Where and why decoding failed. reason is a static string.
 struct DecodeError {
-	char type = 0;               // the message's type byte, 0 when the message was empty
-	const char *message = "";    // the message's name, e.g. "insert" or "keepalive"
-	size_t offset = 0;           // byte offset of the failing read within the message
+	char type = 0;            // the message's type byte, 0 when the message was empty
+	const char *message = ""; // the message's name, e.g. "insert" or "keepalive"
+	size_t offset = 0;        // byte offset of the failing read within the message
 	const char *reason = "";
 };
 

@@ -57,8 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 	Toucher toucher;
 	size_t pos = 1;
 	while (size - pos >= 4) {
-		size_t len = (size_t(data[pos]) << 24) | (size_t(data[pos + 1]) << 16) | (size_t(data[pos + 2]) << 8) |
-		             data[pos + 3];
+		size_t len =
+		    (size_t(data[pos]) << 24) | (size_t(data[pos + 1]) << 16) | (size_t(data[pos + 2]) << 8) | data[pos + 3];
 		pos += 4;
 		if (len > size - pos)
 			len = size - pos;
