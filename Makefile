@@ -5,7 +5,7 @@ DATA = logical_audit--1.0.sql
 OBJS = src/module.o src/pgoutput/decoder.o src/sql/pgoutput_to_jsonb.o
 
 REGRESS = pgoutput_to_jsonb
-REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --encoding=UTF8 --no-locale
 
 PG_CONFIG ?= pg_config
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Isrc

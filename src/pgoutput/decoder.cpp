@@ -18,6 +18,7 @@ TupleData read_tuple(Reader &r) {
 	uint16_t count = r.u16();
 	const uint8_t *first = r.here();
 	for (uint32_t i = 0; i < count && !r.failed(); i++) {
+		size_t at = r.offset();
 		switch (static_cast<ColumnKind>(r.u8())) {
 		case ColumnKind::Null:
 		case ColumnKind::UnchangedToast:
@@ -27,7 +28,7 @@ TupleData read_tuple(Reader &r) {
 			r.take(r.u32());
 			break;
 		default:
-			r.fail("unknown tuple column kind");
+			r.fail_at(at, "unknown tuple column kind");
 		}
 	}
 	return TupleData(first, count);
@@ -35,8 +36,9 @@ TupleData read_tuple(Reader &r) {
 
 // Reads a tuple marker byte that must equal expected.
 void expect_marker(Reader &r, char expected) {
+	size_t at = r.offset();
 	if (!r.failed() && r.u8() != static_cast<uint8_t>(expected))
-		r.fail(expected == 'N' ? "expected new tuple marker 'N'" : "unexpected tuple marker");
+		r.fail_at(at, expected == 'N' ? "expected new tuple marker 'N'" : "unexpected tuple marker");
 }
 
 // Reads the optional 'K' (key) or 'O' (old row) tuple of an Update or Delete.
@@ -58,6 +60,7 @@ Relation read_relation(Reader &r, Xid xid) {
 	m.relation_id = r.u32();
 	m.nspname = r.cstring();
 	m.relname = r.cstring();
+	size_t at = r.offset();
 	m.replica_identity = static_cast<ReplicaIdentity>(r.u8());
 	switch (m.replica_identity) {
 	case ReplicaIdentity::Default:
@@ -66,7 +69,7 @@ Relation read_relation(Reader &r, Xid xid) {
 	case ReplicaIdentity::Index:
 		break;
 	default:
-		r.fail("unknown replica identity");
+		r.fail_at(at, "unknown replica identity");
 	}
 	uint16_t count = r.u16();
 	const uint8_t *first = r.here();
@@ -324,13 +327,13 @@ Message read_body(char type, Reader &r, Xid stream_xid, int protocol_version) {
 void check_place(Reader &r, char type, int protocol_version, bool in_stream) {
 	const Kind &kind = kKinds[static_cast<uint8_t>(type)];
 	if (kind.name == nullptr)
-		r.fail("unknown message type");
+		r.fail_at(0, "unknown message type");
 	else if (protocol_version < kind.min_version)
-		r.fail("message type not allowed by the negotiated protocol version");
+		r.fail_at(0, "message type not allowed by the negotiated protocol version");
 	else if (kind.place == Place::Outside && in_stream)
-		r.fail("message not allowed inside a streamed transaction");
+		r.fail_at(0, "message not allowed inside a streamed transaction");
 	else if (kind.place == Place::Inside && !in_stream)
-		r.fail("stream stop outside a streamed transaction");
+		r.fail_at(0, "stream stop outside a streamed transaction");
 }
 
 bool finish(const Reader &r, char type, const char *name, DecodeError &error) {
@@ -353,11 +356,10 @@ void expect_end(Reader &r) {
 
 bool Decoder::decode(const uint8_t *data, size_t size, Message &out, DecodeError &error) {
 	Reader r(data, size);
-	char type = static_cast<char>(r.u8());
-	if (r.failed())
+	if (size == 0)
 		r.fail("empty message");
-	else
-		check_place(r, type, protocol_version_, in_stream());
+	char type = static_cast<char>(r.u8());
+	check_place(r, type, protocol_version_, in_stream());
 	if (!r.failed()) {
 		out = read_body(type, r, stream_xid_, protocol_version_);
 		expect_end(r);
@@ -373,6 +375,8 @@ bool Decoder::decode(const uint8_t *data, size_t size, Message &out, DecodeError
 
 bool decode_copy_data(const uint8_t *data, size_t size, CopyData &out, DecodeError &error) {
 	Reader r(data, size);
+	if (size == 0)
+		r.fail("empty message");
 	char type = static_cast<char>(r.u8());
 	const char *name = "copy data";
 	if (type == 'w') {
@@ -393,7 +397,7 @@ bool decode_copy_data(const uint8_t *data, size_t size, CopyData &out, DecodeErr
 		expect_end(r);
 		out = m;
 	} else {
-		r.fail(r.failed() ? "empty message" : "unknown copy data message type");
+		r.fail_at(0, "unknown copy data message type");
 	}
 	return finish(r, type, name, error);
 }

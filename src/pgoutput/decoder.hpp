@@ -25,6 +25,10 @@ public:
 	// Forgets the stream state, as a new connection starts outside any stream.
 	void reset() { stream_xid_ = kInvalidXid; }
 
+	// Continues inside the streamed block of transaction xid (valid), whose Stream Start was
+	// decoded elsewhere: the next data messages are read with their leading xid.
+	void resume_stream(Xid xid) { stream_xid_ = xid; }
+
 private:
 	int protocol_version_;
 	Xid stream_xid_ = kInvalidXid;

@@ -57,11 +57,14 @@ public:
 	}
 
 	// Records the first failure at the current offset.
-	void fail(const char *reason) {
+	void fail(const char *reason) { fail_at(pos_, reason); }
+
+	// Records the first failure at an earlier offset, e.g. of a byte already read and found wrong.
+	void fail_at(size_t offset, const char *reason) {
 		if (failed_)
 			return;
 		failed_ = true;
-		error_offset_ = pos_;
+		error_offset_ = offset;
 		reason_ = reason;
 	}
 
