@@ -41,9 +41,11 @@ DELETE FROM account WHERE id = 1;
 TRUNCATE ledger RESTART IDENTITY;
 
 \echo
-\echo '== every message, decoded by logical_audit.pgoutput_to_jsonb'
-\pset format aligned
-SELECT lsn, jsonb_pretty(logical_audit.pgoutput_to_jsonb(data)) AS message
+\echo '== every message, decoded by logical_audit.pgoutput_to_jsonb (slot LSN, message)'
+\pset format unaligned
+\pset fieldsep '  '
+\pset tuples_only on
+SELECT lsn, logical_audit.pgoutput_to_jsonb(data) AS message
   FROM pg_logical_slot_get_binary_changes('demo', NULL, NULL, 'proto_version', '1',
        'publication_names', 'demo_pub', 'messages', 'true');
 SQL
