@@ -165,10 +165,11 @@ Origin read_origin(Reader &r) {
 
 StreamStart read_stream_start(Reader &r) {
 	StreamStart m{};
+	size_t at = r.offset();
 	m.xid = r.u32();
 	m.first_segment = r.u8() == 1;
 	if (m.xid == kInvalidXid)
-		r.fail("stream start with invalid xid");
+		r.fail_at(at, "stream start with invalid xid");
 	return m;
 }
 

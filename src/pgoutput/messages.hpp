@@ -150,7 +150,9 @@ private:
 };
 
 // In every message that may appear inside a streamed transaction, xid is that transaction's id
-// when the message arrived between Stream Start and Stream Stop, else kInvalidXid.
+// when the message arrived between Stream Start and Stream Stop, else kInvalidXid. For a change
+// made in a subtransaction PostgreSQL sends the subtransaction's xid (the one a later Stream Abort
+// names), not the streamed transaction's: Decoder::stream_xid() gives the latter.
 
 struct Begin {
 	Lsn final_lsn;
