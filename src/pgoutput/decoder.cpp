@@ -337,9 +337,8 @@ void check_place(Reader &r, char type, int protocol_version, bool in_stream) {
 		r.fail_at(0, "stream stop outside a streamed transaction");
 }
 
-bool finish(const Reader &r, char type, const char *name, DecodeError &error) {
-	if (!r.failed())
-		return true;
+// Fills error from the reader's failure and returns false.
+bool report(const Reader &r, char type, const char *name, DecodeError &error) {
 	error.type = type;
 	error.message = name;
 	error.offset = r.error_offset();
@@ -365,8 +364,8 @@ bool Decoder::decode(const uint8_t *data, size_t size, Message &out, DecodeError
 		out = read_body(type, r, stream_xid_, protocol_version_);
 		expect_end(r);
 	}
-	if (!finish(r, type, message_name(type), error))
-		return false;
+	if (r.failed())
+		return report(r, type, message_name(type), error);
 	if (type == 'S')
 		stream_xid_ = std::get<StreamStart>(out).xid;
 	else if (type == 'E')
@@ -400,7 +399,7 @@ bool decode_copy_data(const uint8_t *data, size_t size, CopyData &out, DecodeErr
 	} else {
 		r.fail_at(0, "unknown copy data message type");
 	}
-	return finish(r, type, name, error);
+	return !r.failed() || report(r, type, name, error);
 }
 
 void encode_standby_status(uint8_t (&out)[kStandbyStatusSize], Lsn written, Lsn flushed, Lsn applied, Timestamp now,
