@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -18,6 +19,17 @@
 namespace logical_audit::golden {
 
 using Bytes = std::vector<uint8_t>;
+
+// A capture file and the protocol version it was recorded with.
+struct Capture {
+	const char *name;
+	int protocol_version;
+};
+
+// Prints a Capture by its name in test output.
+inline void PrintTo(const Capture &c, std::ostream *os) {
+	*os << c.name;
+}
 
 // Reads test/data/<name>.bin into its CopyData frames.
 inline std::vector<Bytes> load_frames(const std::string &name) {

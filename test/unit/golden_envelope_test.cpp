@@ -12,12 +12,6 @@ namespace {
 
 using namespace pgoutput;
 
-// A capture file and the protocol version it was recorded with.
-struct Capture {
-	const char *name;
-	int protocol_version;
-};
-
 const Capture kCaptures[] = {
     {"v1_changes", 1},           {"v1_binary", 1},       {"v2_streaming", 2},      {"v3_two_phase", 3},
     {"bench_narrow_inserts", 1}, {"bench_wide_rows", 1}, {"bench_updates_full", 1}};

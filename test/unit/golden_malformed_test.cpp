@@ -11,12 +11,6 @@ namespace {
 
 using namespace pgoutput;
 
-// A capture file and the protocol version it was recorded with.
-struct Capture {
-	const char *name;
-	int protocol_version;
-};
-
 const Capture kSmallCaptures[] = {{"v1_changes", 1}, {"v1_binary", 1}, {"v2_streaming", 2}, {"v3_two_phase", 3}};
 
 class GoldenTruncation : public ::testing::TestWithParam<Capture> {};
