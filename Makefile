@@ -2,14 +2,15 @@
 EXTENSION = logical_audit
 MODULE_big = logical_audit
 DATA = logical_audit--1.0.sql
-OBJS = src/module.o src/pgoutput/decoder.o src/sql/pgoutput_to_jsonb.o
+OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/*.cpp src/*/*.cpp)))
 
-REGRESS = pgoutput_to_jsonb
+REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/regress.conf --encoding=UTF8 --no-locale
 
 PG_CONFIG ?= pg_config
+PG_CPPFLAGS = -I$(shell $(PG_CONFIG) --includedir)
 PG_CXXFLAGS = -std=c++17 -Wall -Wextra -Wno-register -Isrc
-SHLIB_LINK = -lstdc++
+SHLIB_LINK = -lpq -lstdc++
 
 # PGXS would also compile each file to LLVM bitcode with clang, ignoring PG_CXXFLAGS.
 override with_llvm = no

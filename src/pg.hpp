@@ -29,6 +29,7 @@ extern "C" {
 #define unvolatize(underlying_type, expr) const_cast<underlying_type>(expr)
 
 extern "C" {
+#include "libpq-fe.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"

@@ -1,0 +1,67 @@
+// What the audit knows of upstream relations and types, learnt from Relation and Type messages,
+// and the conversion of their tuples to jsonb rows equal to the upstream's to_jsonb(row).
+//
+// Everything lives in palloc'd memory of the context given to relations_create (a long-lived
+// context of the worker); nothing has a destructor, so an ERROR's longjmp abandons nothing.
+#pragma once
+
+#include "pgoutput/messages.hpp"
+
+#include "pg.hpp"
+
+namespace logical_audit::audit {
+
+// How a column's text value becomes a jsonb value, decided once per Relation message.
+enum class JsonKind {
+	Bool,     // "t"/"f" -> true/false
+	Number,   // a JSON number when the text is one, else a string (NaN, Infinity)
+	Json,     // json/jsonb text parsed and nested
+	DateTime, // date, timestamp, timestamptz, time, timetz in to_jsonb's ISO form (timestamptz in UTC)
+	String,   // the text itself (text, uuid, bytea in hex, and types not known downstream)
+	Generic,  // the local type's input function, then to_jsonb (arrays, composites, ranges...)
+};
+
+struct AuditColumn {
+	char *name;
+	bool key;           // part of the replica identity
+	Oid upstream_type;  // the type oid as the upstream sent it
+	int32 typmod;
+	Oid local_type;     // the same type downstream, or InvalidOid when there is none
+	JsonKind kind;
+	FmgrInfo input;     // local type input function (Generic, DateTime, Number)
+	Oid input_ioparam;
+	FmgrInfo to_jsonb;  // to_jsonb bound to local_type (Generic)
+};
+
+struct AuditRelation {
+	pgoutput::Oid relation_id;
+	char *nspname;
+	char *relname;
+	char replica_identity;
+	int ncolumns;
+	AuditColumn *columns;
+};
+
+struct Relations; // opaque: a hash of relations and upstream type names
+
+// Creates an empty set of relations whose memory lives in context.
+Relations *relations_create(MemoryContext context);
+
+// Remembers an upstream type's schema and name, to map its columns to the same type downstream.
+void relations_add_type(Relations *relations, const pgoutput::Type &type);
+
+// Remembers (or replaces, after ALTER TABLE upstream) a relation and decides how each column
+// converts.
+void relations_add(Relations *relations, const pgoutput::Relation &relation);
+
+// The relation with that upstream id, or nullptr when no Relation message named it.
+const AuditRelation *relations_find(const Relations *relations, pgoutput::Oid relation_id);
+
+// The jsonb object to_jsonb(row) gives upstream for a tuple. Columns not sent (unchanged TOAST)
+// are left out and their names returned in *unchanged_toast as a text[] (isnull when none).
+// key_only keeps only the replica identity columns (an old tuple of kind 'K'). Errors name the
+// relation and column through the error context.
+Datum tuple_to_jsonb(const AuditRelation *relation, const pgoutput::TupleData &tuple, bool key_only,
+                     Datum *unchanged_toast, bool *unchanged_isnull);
+
+} // namespace logical_audit::audit

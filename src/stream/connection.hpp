@@ -1,0 +1,77 @@
+// The replication connection to an upstream walsender over libpq, driven without blocking.
+//
+// Every wait goes through WaitLatchOrSocket with WL_EXIT_ON_PM_DEATH and CHECK_FOR_INTERRUPTS, so
+// a stop request (SIGTERM), a reload (SIGHUP) or a cancel is served while waiting on the network.
+// Failures raise ERROR (ERRCODE_CONNECTION_FAILURE for a lost or refused upstream, the upstream's
+// own SQLSTATE for a refused command); no message ever contains the conninfo or its password.
+// The connection is a plain PGconn pointer: nothing here has a destructor, so an ERROR's longjmp
+// abandons nothing; the caller closes the connection in its error cleanup.
+#pragma once
+
+#include "pg.hpp"
+
+namespace logical_audit::stream {
+
+// What IDENTIFY_SYSTEM reports.
+struct SystemIdentity {
+	char systemid[32];
+	TimeLineID timeline;
+	XLogRecPtr xlogpos;
+};
+
+// Opens a connection with replication=database (replication true) or a plain one, after the
+// user's conninfo so the settings the audit needs (DateStyle ISO, IntervalStyle postgres,
+// extra_float_digits 3, bytea_output hex, TimeZone UTC, application_name) win.
+PGconn *connect(const char *conninfo, const char *application_name, bool replication);
+
+// Closes a connection; accepts nullptr.
+void disconnect(PGconn *conn);
+
+// Runs one command and returns its only result, which must have the expected status; the caller
+// PQclear()s it.
+PGresult *exec(PGconn *conn, const char *command, ExecStatusType expected);
+
+// IDENTIFY_SYSTEM on a replication connection.
+SystemIdentity identify_system(PGconn *conn);
+
+// Whether a logical slot of that name exists upstream, and its plugin.
+bool slot_exists(PGconn *conn, const char *slot_name, char *plugin_out = nullptr, size_t plugin_size = 0);
+
+// CREATE_REPLICATION_SLOT "name" LOGICAL pgoutput; returns the slot's consistent point.
+XLogRecPtr create_slot(PGconn *conn, const char *slot_name);
+
+// DROP_REPLICATION_SLOT "name" WAIT; missing_ok ignores a slot that does not exist.
+void drop_slot(PGconn *conn, const char *slot_name, bool missing_ok);
+
+// Names of the given publications that do not exist upstream, as a palloc'd comma-separated
+// list, or nullptr when all exist.
+char *missing_publications(PGconn *conn, ArrayType *publications);
+
+// What START_REPLICATION asks pgoutput for.
+struct StreamOptions {
+	const char *slot_name;
+	XLogRecPtr start_lsn;
+	int proto_version;
+	ArrayType *publications; // text[]
+	bool messages;
+	bool binary;
+	bool streaming;
+	bool two_phase;
+};
+
+// START_REPLICATION SLOT "slot" LOGICAL start (options...), every name quoted; on return the
+// connection is in CopyBoth mode.
+void start_replication(PGconn *conn, const StreamOptions &options);
+
+// Receives one CopyData message without blocking: its length (>0) with *buffer set (free it with
+// PQfreemem), 0 when nothing is ready, or -1 when the upstream ended the copy. ERROR on failure.
+int receive(PGconn *conn, char **buffer);
+
+// Sends one CopyData message and flushes it, waiting on the socket (with interrupts) if needed.
+void send(PGconn *conn, const char *data, int size);
+
+// Waits until the socket is readable, the latch is set, or timeout_ms passes; returns the
+// WaitLatchOrSocket events. Resets the latch and serves interrupts.
+int wait(PGconn *conn, long timeout_ms);
+
+} // namespace logical_audit::stream
