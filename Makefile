@@ -18,3 +18,9 @@ override with_llvm = no
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# TAP suites (test/t/*.pl, two clusters each) against the installed extension:
+# make prove-installcheck [PROVE_TESTS=test/t/010_every_op_audited.pl] [PROVE_FLAGS=--verbose]
+PROVE_TESTS ?= $(sort $(wildcard test/t/*.pl))
+.PHONY: prove-installcheck
+prove-installcheck:
+	$(prove_installcheck)

@@ -3,6 +3,10 @@
 //
 // Everything lives in palloc'd memory of the context given to relations_create (a long-lived
 // context of the worker); nothing has a destructor, so an ERROR's longjmp abandons nothing.
+//
+// Scalar timestamptz columns are rendered in UTC whatever the session's TimeZone, but values
+// nested in arrays, composites and ranges go through the local to_jsonb, which renders them in
+// the session's TimeZone: the caller runs with TimeZone = 'UTC' for the whole row to be in UTC.
 #pragma once
 
 #include "pgoutput/messages.hpp"
@@ -15,22 +19,24 @@ namespace logical_audit::audit {
 enum class JsonKind {
 	Bool,     // "t"/"f" -> true/false
 	Number,   // a JSON number when the text is one, else a string (NaN, Infinity)
+	Float,    // float4/float8: re-printed in shortest form as float*out does by default, then Number
 	Json,     // json/jsonb text parsed and nested
-	DateTime, // date, timestamp, timestamptz, time, timetz in to_jsonb's ISO form (timestamptz in UTC)
-	String,   // the text itself (text, uuid, bytea in hex, and types not known downstream)
-	Generic,  // the local type's input function, then to_jsonb (arrays, composites, ranges...)
+	DateTime, // date, timestamp, timestamptz in to_jsonb's ISO form (timestamptz in UTC)
+	String,   // the text itself (text, time, uuid, bytea in hex, enums, and types not known downstream)
+	Generic,  // the local type's input function, then to_jsonb (arrays, composites, ranges, json casts)
 };
 
 struct AuditColumn {
 	char *name;
-	bool key;           // part of the replica identity
-	Oid upstream_type;  // the type oid as the upstream sent it
+	bool key;          // part of the replica identity
+	Oid upstream_type; // the type oid as the upstream sent it
 	int32 typmod;
-	Oid local_type;     // the same type downstream, or InvalidOid when there is none
+	Oid local_type; // the same type downstream, or InvalidOid when there is none
+	Oid base_type;  // local_type with domains looked through, as to_jsonb looks through them
 	JsonKind kind;
-	FmgrInfo input;     // local type input function (Generic, DateTime, Number)
+	FmgrInfo input; // local type input function (Generic, DateTime)
 	Oid input_ioparam;
-	FmgrInfo to_jsonb;  // to_jsonb bound to local_type (Generic)
+	FmgrInfo to_jsonb; // to_jsonb bound to local_type (Generic)
 };
 
 struct AuditRelation {

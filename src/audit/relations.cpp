@@ -1,0 +1,423 @@
+// Upstream relations and types learnt from Relation and Type messages, and the conversion of their
+// text tuples into jsonb rows equal to the upstream's to_jsonb(row).
+//
+// Every decision that needs the catalogs (which local type, which conversion) is taken once, when
+// the Relation message arrives; a row then costs only the input functions of the columns whose
+// kind needs one. Everything is palloc'd or a plain struct: an ERROR's longjmp abandons nothing.
+#include "audit/relations.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <string_view>
+
+#include "pg.hpp"
+
+namespace logical_audit::audit {
+
+namespace po = pgoutput;
+
+// An upstream type's qualified name, from a Type message.
+struct TypeName {
+	Oid type_id; // hash key
+	char *nspname;
+	char *typname;
+};
+
+// A relation and the memory context that holds it (and its columns' function caches).
+struct RelationEntry {
+	Oid relation_id; // hash key
+	AuditRelation *relation;
+	MemoryContext context;
+};
+
+struct Relations {
+	MemoryContext context;
+	HTAB *relations; // upstream relation id -> RelationEntry
+	HTAB *types;     // upstream type oid -> TypeName
+};
+
+namespace {
+
+// Timestamptz values are rendered at this offset from UTC, in seconds.
+const int kUtcOffset = 0;
+
+// Where a conversion is, for the error context.
+struct ConversionPlace {
+	const AuditRelation *relation;
+	const AuditColumn *column; // nullptr while checking the tuple as a whole
+};
+
+// Names the relation and column being converted in error reports.
+void conversion_error_context(void *arg) {
+	const auto *place = static_cast<const ConversionPlace *>(arg);
+	const AuditRelation *rel = place->relation;
+	if (place->column)
+		errcontext("converting column \"%s\" of relation \"%s.%s\"", place->column->name, rel->nspname, rel->relname);
+	else
+		errcontext("converting a tuple of relation \"%s.%s\"", rel->nspname, rel->relname);
+}
+
+// A hash table keyed by an oid, with entries of the given size, living in context.
+HTAB *create_oid_hash(const char *name, Size entry_size, MemoryContext context) {
+	HASHCTL ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = entry_size;
+	ctl.hcxt = context;
+	return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+// A NUL-terminated copy of a name from the stream, which must be valid in the database encoding
+// (names become jsonb keys and SQL text).
+char *copy_name(std::string_view s) {
+	pg_verifymbstr(s.data(), static_cast<int>(s.size()), false);
+	return pnstrdup(s.data(), s.size());
+}
+
+// A namespace name from the stream, where an empty one means pg_catalog.
+char *copy_namespace(std::string_view s) {
+	return copy_name(s.empty() ? std::string_view("pg_catalog") : s);
+}
+
+// The local type of that qualified name, or InvalidOid.
+Oid type_by_name(const TypeName *name) {
+	Oid nsp = get_namespace_oid(name->nspname, true);
+	if (!OidIsValid(nsp))
+		return InvalidOid;
+	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, PointerGetDatum(name->typname), ObjectIdGetDatum(nsp));
+}
+
+// The downstream type of an upstream column type: by name when a Type message named it (user
+// types, whose oids differ between servers; for a domain pgoutput names its base type), else the
+// same oid for a built-in type. InvalidOid when there is none.
+Oid find_local_type(const Relations *relations, Oid upstream) {
+	auto *name = static_cast<TypeName *>(hash_search(relations->types, &upstream, HASH_FIND, nullptr));
+	Oid local = InvalidOid;
+	if (name)
+		local = type_by_name(name);
+	else if (upstream < FirstNormalObjectId && SearchSysCacheExists1(TYPEOID, ObjectIdGetDatum(upstream)))
+		local = upstream;
+	if (OidIsValid(local) && !get_typisdefined(local))
+		return InvalidOid; // a shell type has no input function
+	return local;
+}
+
+// Whether a user type has an explicit cast to json through a function, which to_jsonb uses.
+bool has_json_cast(Oid type) {
+	Oid cast_function = InvalidOid;
+	CoercionPathType path = find_coercion_pathway(JSONOID, type, COERCION_EXPLICIT, &cast_function);
+	return path == COERCION_PATH_FUNC && OidIsValid(cast_function);
+}
+
+// How to_jsonb renders a value of a (domain-free) local type; mirrors its categories, except that
+// ranges go through to_jsonb too so that their timestamptz bounds follow the local TimeZone.
+JsonKind kind_of(Oid base) {
+	switch (base) {
+	case BOOLOID:
+		return JsonKind::Bool;
+	case INT2OID:
+	case INT4OID:
+	case INT8OID:
+	case NUMERICOID:
+		return JsonKind::Number;
+	case FLOAT4OID:
+	case FLOAT8OID:
+		return JsonKind::Float;
+	case DATEOID:
+	case TIMESTAMPOID:
+	case TIMESTAMPTZOID:
+		return JsonKind::DateTime;
+	case JSONOID:
+	case JSONBOID:
+		return JsonKind::Json;
+	default:
+		break;
+	}
+	if (OidIsValid(get_element_type(base)) || type_is_rowtype(base))
+		return JsonKind::Generic;
+	char typtype = get_typtype(base);
+	if (typtype == TYPTYPE_RANGE || typtype == TYPTYPE_MULTIRANGE)
+		return JsonKind::Generic;
+	if (base >= FirstNormalObjectId && has_json_cast(base))
+		return JsonKind::Generic;
+	return JsonKind::String; // to_jsonb gives the output function's text, which the upstream sent
+}
+
+// Binds to_jsonb to the column's type: to_jsonb finds its argument's type in fn_expr.
+void bind_to_jsonb(AuditColumn &column, MemoryContext context) {
+	fmgr_info_cxt(F_TO_JSONB, &column.to_jsonb, context);
+	MemoryContext old = MemoryContextSwitchTo(context);
+	List *args = list_make1(makeNullConst(column.base_type, -1, InvalidOid));
+	column.to_jsonb.fn_expr = reinterpret_cast<Node *>(
+	    makeFuncExpr(F_TO_JSONB, JSONBOID, args, InvalidOid, InvalidOid, COERCE_EXPLICIT_CALL));
+	MemoryContextSwitchTo(old);
+}
+
+// Decides how one column converts and prepares the functions it needs, in context.
+void prepare_column(const Relations *relations, AuditColumn &column, const po::RelationColumn &c,
+                    MemoryContext context) {
+	column.name = copy_name(c.name);
+	column.key = c.is_key();
+	column.upstream_type = c.type;
+	column.typmod = c.typmod;
+	column.local_type = find_local_type(relations, c.type);
+	column.base_type = OidIsValid(column.local_type) ? getBaseType(column.local_type) : InvalidOid;
+	column.kind = OidIsValid(column.base_type) ? kind_of(column.base_type) : JsonKind::String;
+	if (column.kind == JsonKind::DateTime || column.kind == JsonKind::Generic) {
+		Oid input;
+		getTypeInputInfo(column.base_type, &input, &column.input_ioparam);
+		fmgr_info_cxt(input, &column.input, context);
+	}
+	if (column.kind == JsonKind::Generic)
+		bind_to_jsonb(column, context);
+}
+
+// Builds a relation, with its columns, in context.
+AuditRelation *build_relation(const Relations *relations, const po::Relation &message, MemoryContext context) {
+	MemoryContext old = MemoryContextSwitchTo(context);
+	auto *rel = static_cast<AuditRelation *>(palloc0(sizeof(AuditRelation)));
+	rel->relation_id = message.relation_id;
+	rel->nspname = copy_namespace(message.nspname);
+	rel->relname = copy_name(message.relname);
+	rel->replica_identity = static_cast<char>(message.replica_identity);
+	rel->ncolumns = message.columns.size();
+	rel->columns = static_cast<AuditColumn *>(palloc0(sizeof(AuditColumn) * Max(rel->ncolumns, 1)));
+	int i = 0;
+	for (po::RelationColumn c : message.columns)
+		prepare_column(relations, rel->columns[i++], c, context);
+	MemoryContextSwitchTo(old);
+	return rel;
+}
+
+// A jsonb string over bytes that live until the row is built; too long a string fails as in to_jsonb.
+JsonbValue string_value(const char *s, size_t len) {
+	if (len > JENTRY_OFFLENMASK)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED), errmsg("string too long to represent as jsonb string"),
+		                errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+		                          JENTRY_OFFLENMASK)));
+	JsonbValue v;
+	v.type = jbvString;
+	v.val.string.val = const_cast<char *>(s);
+	v.val.string.len = static_cast<int>(len);
+	return v;
+}
+
+// A number as to_jsonb renders a numeric type's output text: a JSON number, or a string for the
+// texts with an 'N' or 'n' in them (NaN, Infinity, -Infinity), as to_jsonb decides.
+JsonbValue number_value(char *text, size_t len) {
+	if (memchr(text, 'N', len) || memchr(text, 'n', len))
+		return string_value(text, len);
+	JsonbValue v;
+	v.type = jbvNumeric;
+	v.val.numeric = DatumGetNumeric(
+	    DirectFunctionCall3(numeric_in, CStringGetDatum(text), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	return v;
+}
+
+// A float value: read and printed again in the shortest exact form, which float4out/float8out
+// give under the default extra_float_digits, whatever setting printed the text upstream.
+JsonbValue float_value(Oid type, const char *text) {
+	char *out = static_cast<char *>(palloc(DOUBLE_SHORTEST_DECIMAL_LEN + 1));
+	double d;
+	if (type == FLOAT4OID) {
+		float f = DatumGetFloat4(DirectFunctionCall1(float4in, CStringGetDatum(text)));
+		d = f;
+		if (std::isfinite(f))
+			float_to_shortest_decimal_buf(f, out);
+	} else {
+		d = DatumGetFloat8(DirectFunctionCall1(float8in, CStringGetDatum(text)));
+		if (std::isfinite(d))
+			double_to_shortest_decimal_buf(d, out);
+	}
+	if (std::isnan(d))
+		strcpy(out, "NaN");
+	else if (std::isinf(d))
+		strcpy(out, d > 0 ? "Infinity" : "-Infinity");
+	return number_value(out, strlen(out));
+}
+
+// A boolean from boolout's "t" or "f" (other spellings through boolin).
+JsonbValue bool_value(std::string_view text, const char *cstring) {
+	JsonbValue v;
+	v.type = jbvBool;
+	if (text == "t" || text == "f")
+		v.val.boolean = text == "t";
+	else
+		v.val.boolean = DatumGetBool(DirectFunctionCall1(boolin, CStringGetDatum(cstring)));
+	return v;
+}
+
+// A date or timestamp in to_jsonb's ISO 8601 form; timestamptz at UTC.
+JsonbValue datetime_value(const AuditColumn &column, char *text) {
+	Datum value = InputFunctionCall(const_cast<FmgrInfo *>(&column.input), text, column.input_ioparam, -1);
+	char *out = JsonEncodeDateTime(nullptr, value, column.base_type, &kUtcOffset);
+	return string_value(out, strlen(out));
+}
+
+// A jsonb document, nested as a value: pushJsonbValue unpacks it (raw scalars included).
+JsonbValue nested_value(Datum jsonb) {
+	Jsonb *doc = DatumGetJsonbP(jsonb);
+	JsonbValue v;
+	v.type = jbvBinary;
+	v.val.binary.data = &doc->root;
+	v.val.binary.len = VARSIZE(doc) - VARHDRSZ;
+	return v;
+}
+
+// A value of the local type, rendered by to_jsonb bound to that type.
+JsonbValue generic_value(const AuditColumn &column, char *text) {
+	auto *column_mut = const_cast<AuditColumn *>(&column);
+	Datum value = InputFunctionCall(&column_mut->input, text, column.input_ioparam, -1);
+	return nested_value(FunctionCall1(&column_mut->to_jsonb, value));
+}
+
+// The jsonb value of a column's text, as to_jsonb gives it upstream.
+JsonbValue text_to_value(const AuditColumn &column, std::string_view text) {
+	pg_verifymbstr(text.data(), static_cast<int>(text.size()), false);
+	if (column.kind == JsonKind::String)
+		return string_value(text.data(), text.size()); // the message outlives the row's construction
+	char *cstring = pnstrdup(text.data(), text.size());
+	switch (column.kind) {
+	case JsonKind::Bool:
+		return bool_value(text, cstring);
+	case JsonKind::Number:
+		return number_value(cstring, text.size());
+	case JsonKind::Float:
+		return float_value(column.base_type, cstring);
+	case JsonKind::DateTime:
+		return datetime_value(column, cstring);
+	case JsonKind::Json:
+		return nested_value(DirectFunctionCall1(jsonb_in, CStringGetDatum(cstring)));
+	default:
+		return generic_value(column, cstring);
+	}
+}
+
+// Rejects a binary column value, which needs the type's receive function (binary mode).
+void reject_binary(const AuditRelation *relation, const AuditColumn &column) {
+	ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+	                errmsg("binary value of column \"%s\" of relation \"%s.%s\" is not supported", column.name,
+	                       relation->nspname, relation->relname),
+	                errdetail("Only text column values are converted to jsonb."),
+	                errhint("Read the changes with the pgoutput option binary set to false.")));
+}
+
+// Rejects a tuple whose column count is not the relation's.
+void check_tuple_size(const AuditRelation *relation, const po::TupleData &tuple) {
+	if (tuple.size() == relation->ncolumns)
+		return;
+	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
+	                errmsg("pgoutput tuple of relation \"%s.%s\" has %d columns, not %d", relation->nspname,
+	                       relation->relname, tuple.size(), relation->ncolumns),
+	                errdetail("The relation's last Relation message announced %d columns.", relation->ncolumns)));
+}
+
+// Pushes "name": value for one sent column into the object under construction.
+void push_column(JsonbParseState **state, const AuditRelation *relation, const AuditColumn &column,
+                 const po::ColumnValue &c) {
+	JsonbValue value;
+	if (c.kind == po::ColumnKind::Null)
+		value.type = jbvNull;
+	else if (c.kind == po::ColumnKind::Text)
+		value = text_to_value(column, c.data);
+	else
+		reject_binary(relation, column);
+	JsonbValue key = string_value(column.name, strlen(column.name));
+	pushJsonbValue(state, WJB_KEY, &key);
+	pushJsonbValue(state, WJB_VALUE, &value);
+}
+
+// Adds a column whose value was not sent (unchanged TOAST) to the names collected so far.
+void add_unsent(Datum *&names, int &count, const AuditRelation *relation, const AuditColumn &column) {
+	if (!names)
+		names = static_cast<Datum *>(palloc(sizeof(Datum) * relation->ncolumns));
+	names[count++] = CStringGetTextDatum(column.name);
+}
+
+// The names collected so far of columns not sent, as a text[].
+Datum names_array(Datum *names, int count) {
+	return PointerGetDatum(construct_array(names, count, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+} // namespace
+
+Relations *relations_create(MemoryContext context) {
+	auto *relations = static_cast<Relations *>(MemoryContextAllocZero(context, sizeof(Relations)));
+	relations->context = context;
+	relations->relations = create_oid_hash("logical_audit relations", sizeof(RelationEntry), context);
+	relations->types = create_oid_hash("logical_audit upstream types", sizeof(TypeName), context);
+	return relations;
+}
+
+void relations_add_type(Relations *relations, const po::Type &type) {
+	MemoryContext old = MemoryContextSwitchTo(relations->context);
+	char *nspname = copy_namespace(type.nspname);
+	char *typname = copy_name(type.typname);
+	MemoryContextSwitchTo(old);
+	Oid type_id = type.type_id;
+	bool found;
+	auto *entry = static_cast<TypeName *>(hash_search(relations->types, &type_id, HASH_ENTER, &found));
+	if (found) {
+		pfree(entry->nspname);
+		pfree(entry->typname);
+	}
+	entry->nspname = nspname;
+	entry->typname = typname;
+}
+
+void relations_add(Relations *relations, const po::Relation &relation) {
+	// Built under the caller's (short-lived) context, so that an error halfway leaves nothing
+	// behind, and moved under the long-lived one once complete, as the relcache does.
+	MemoryContext context = AllocSetContextCreate(CurrentMemoryContext, "logical_audit relation", ALLOCSET_SMALL_SIZES);
+	AuditRelation *built = build_relation(relations, relation, context);
+	MemoryContextSetParent(context, relations->context);
+	Oid relation_id = relation.relation_id;
+	bool found;
+	auto *entry = static_cast<RelationEntry *>(hash_search(relations->relations, &relation_id, HASH_ENTER, &found));
+	if (found)
+		MemoryContextDelete(entry->context);
+	entry->relation = built;
+	entry->context = context;
+}
+
+const AuditRelation *relations_find(const Relations *relations, po::Oid relation_id) {
+	Oid key = relation_id;
+	auto *entry = static_cast<RelationEntry *>(hash_search(relations->relations, &key, HASH_FIND, nullptr));
+	return entry ? entry->relation : nullptr;
+}
+
+Datum tuple_to_jsonb(const AuditRelation *relation, const po::TupleData &tuple, bool key_only, Datum *unchanged_toast,
+                     bool *unchanged_isnull) {
+	ConversionPlace place{relation, nullptr};
+	ErrorContextCallback callback;
+	callback.callback = conversion_error_context;
+	callback.arg = &place;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+
+	check_tuple_size(relation, tuple);
+	JsonbParseState *state = nullptr;
+	Datum *unsent = nullptr;
+	int nunsent = 0;
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, nullptr);
+	const AuditColumn *column = relation->columns;
+	for (po::ColumnValue c : tuple) {
+		place.column = column;
+		// A key tuple sends the other columns as NULLs: they are not part of it.
+		if (!key_only || column->key) {
+			if (c.kind != po::ColumnKind::UnchangedToast)
+				push_column(&state, relation, *column, c);
+			else
+				add_unsent(unsent, nunsent, relation, *column);
+		}
+		column++;
+	}
+	JsonbValue *row = pushJsonbValue(&state, WJB_END_OBJECT, nullptr);
+
+	error_context_stack = callback.previous;
+	*unchanged_isnull = nunsent == 0;
+	*unchanged_toast = nunsent ? names_array(unsent, nunsent) : PointerGetDatum(nullptr);
+	return JsonbPGetDatum(JsonbValueToJsonb(row));
+}
+
+} // namespace logical_audit::audit

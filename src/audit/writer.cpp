@@ -1,0 +1,517 @@
+// The batched audit writer: each upstream transaction becomes one local transaction holding its
+// change, message and transaction rows and the replication origin's progress.
+//
+// Rows go straight to the table AM, the way COPY FROM inserts: change rows are buffered in tuple
+// slots and written with table_multi_insert, then their index entries with ExecInsertIndexTuples.
+// No SQL is parsed or planned per row or per transaction. The primary keys are enforced as usual
+// by the unique indexes, so a row written twice is an ERROR, never a silent duplicate.
+//
+// Per-transaction state (relations, executor state, slots) lives in txn_context and the copied
+// Datums of the buffered rows in batch_context, reset after each batch: memory stays bounded
+// whatever the size of the upstream transaction. After an ERROR the caller aborts the local
+// transaction, which releases locks, pins and snapshots; writer_reset then just forgets them.
+#include <string_view>
+
+#include "audit/writer.hpp"
+
+#include "pg.hpp"
+
+namespace logical_audit::audit {
+
+namespace {
+
+namespace po = pgoutput;
+
+// A batch is inserted when it holds this many rows or this many bytes of row values.
+constexpr int kBatchRows = 1000;
+constexpr Size kBatchBytes = 1024 * 1024;
+
+constexpr const char *kSchema = "logical_audit";
+
+// The columns the writer fills, by name: the audit tables may gain columns in later versions
+// (they are left NULL) and need not keep this order.
+enum ChangeColumn {
+	kChangeSubscription,
+	kChangeCommitLsn,
+	kChangeOrdinal,
+	kChangeOp,
+	kChangeSchemaName,
+	kChangeTableName,
+	kChangeOldRow,
+	kChangeNewRow,
+	kChangeUnchangedToast,
+	kChangeColumns
+};
+const char *const kChangeNames[] = {"subscription", "commit_lsn", "ordinal",        "op", "schema_name", "table_name",
+                                    "old_row",      "new_row",    "unchanged_toast"};
+
+enum TransactionColumn {
+	kTxnSubscription,
+	kTxnXid,
+	kTxnCommitLsn,
+	kTxnEndLsn,
+	kTxnCommitTime,
+	kTxnOrigin,
+	kTxnChangeCount,
+	kTxnAnnotations,
+	kTxnAuditedAt,
+	kTxnColumns
+};
+const char *const kTransactionNames[] = {"subscription", "xid",          "commit_lsn",  "end_lsn",   "commit_time",
+                                         "origin",       "change_count", "annotations", "audited_at"};
+
+enum MessageColumn {
+	kMsgSubscription,
+	kMsgLsn,
+	kMsgCommitLsn,
+	kMsgTransactional,
+	kMsgPrefix,
+	kMsgContent,
+	kMsgColumns
+};
+const char *const kMessageNames[] = {"subscription", "lsn", "commit_lsn", "transactional", "prefix", "content"};
+
+// The audit tables, indexed by TableKind.
+enum TableKind { kChangeTable, kTransactionTable, kMessageTable, kTables };
+
+struct TableSpec {
+	const char *name;
+	const char *const *columns;
+	int ncolumns;
+	int max_slots; // rows buffered at most before an insert
+};
+
+const TableSpec kSpecs[kTables] = {
+    {"change", kChangeNames, kChangeColumns, kBatchRows},
+    {"transaction", kTransactionNames, kTxnColumns, 1},
+    {"message", kMessageNames, kMsgColumns, 1},
+};
+
+// One audit table opened for the local transaction, with what inserting into it needs.
+struct Target {
+	Relation rel;           // nullptr when not opened in this local transaction
+	EState *estate;         // for index insertion and constraint checks
+	ResultRelInfo *rri;     // the relation with its open indexes
+	int *attindex;          // attribute index of each of the spec's columns
+	TupleTableSlot **slots; // created on first use, up to spec.max_slots
+	int nslots;
+	BulkInsertState bistate; // only once a full batch was written
+};
+
+} // namespace
+
+struct Writer {
+	Datum subscription; // text
+	MemoryContext txn_context;
+	MemoryContext batch_context;
+	bool in_transaction; // between writer_begin and writer_commit
+	FullTransactionId xid;
+	XLogRecPtr final_lsn;
+	TimestampTz commit_time;
+	char *origin;      // from an Origin message, or nullptr
+	Datum annotations; // jsonb object, or 0 when none
+	int32 ordinal;     // of the latest change
+	int nbuffered;     // change rows waiting in the change table's slots
+	Size buffered_bytes;
+	Target targets[kTables];
+};
+
+namespace {
+
+// Raises the error for a message that arrives where the protocol does not allow it.
+void misplaced(const char *what, bool in_transaction) {
+	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("unexpected pgoutput %s message", what),
+	                errdetail("The message arrived %s.",
+	                          in_transaction ? "inside an open transaction" : "outside a transaction")));
+}
+
+// Finds the attribute index of each column the writer fills; a missing one is an ERROR.
+int *map_columns(Relation rel, const TableSpec &spec) {
+	TupleDesc desc = RelationGetDescr(rel);
+	int *attindex = static_cast<int *>(palloc(sizeof(int) * spec.ncolumns));
+	for (int c = 0; c < spec.ncolumns; c++) {
+		attindex[c] = -1;
+		for (int i = 0; i < desc->natts && attindex[c] < 0; i++) {
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+			if (!att->attisdropped && strcmp(NameStr(att->attname), spec.columns[c]) == 0)
+				attindex[c] = i;
+		}
+		if (attindex[c] < 0)
+			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
+			                errmsg("audit table %s.%s has no column \"%s\"", kSchema, spec.name, spec.columns[c]),
+			                errhint("Reinstall or update the logical_audit extension.")));
+	}
+	return attindex;
+}
+
+// Builds the executor state that index insertion and constraint checks need, as COPY does.
+void init_executor(Target *t) {
+	t->estate = CreateExecutorState();
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(t->rel);
+	rte->relkind = t->rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(t->estate, list_make1(rte));
+	t->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(t->rri, t->rel, 1, nullptr, 0);
+	ExecOpenIndices(t->rri, false);
+}
+
+// The audit table of that kind, opened (by name, in RowExclusiveLock) once per local transaction.
+Target *open_target(Writer *w, TableKind kind) {
+	Target *t = &w->targets[kind];
+	if (t->rel != nullptr)
+		return t;
+	const TableSpec &spec = kSpecs[kind];
+	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
+	Oid relid = RangeVarGetRelid(makeRangeVar(const_cast<char *>(kSchema), const_cast<char *>(spec.name), -1),
+	                             RowExclusiveLock, false);
+	t->rel = table_open(relid, NoLock);
+	if (t->rel->rd_rel->relkind != RELKIND_RELATION)
+		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
+		                errmsg("audit table %s.%s is not a plain table", kSchema, spec.name),
+		                errdetail("The audit worker inserts rows directly into the table's heap and indexes.")));
+	t->attindex = map_columns(t->rel, spec);
+	init_executor(t);
+	t->slots = static_cast<TupleTableSlot **>(palloc0(sizeof(TupleTableSlot *) * spec.max_slots));
+	MemoryContextSwitchTo(caller);
+	return t;
+}
+
+// The i-th slot of a table, created on first use in the transaction's context.
+TupleTableSlot *target_slot(Writer *w, Target *t, int i) {
+	if (i == t->nslots) {
+		MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
+		t->slots[t->nslots++] = table_slot_create(t->rel, nullptr);
+		MemoryContextSwitchTo(caller);
+	}
+	return t->slots[i];
+}
+
+// Stores a row given in the spec's column order into a slot (unknown columns NULL) and checks
+// the table's NOT NULL and CHECK constraints, as COPY does for each row.
+void store_row(Target *t, TupleTableSlot *slot, int ncolumns, const Datum *values, const bool *isnull) {
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	for (int c = 0; c < ncolumns; c++) {
+		slot->tts_values[t->attindex[c]] = values[c];
+		slot->tts_isnull[t->attindex[c]] = isnull[c];
+	}
+	ExecStoreVirtualTuple(slot);
+	if (t->rel->rd_att->constr != nullptr) {
+		ExecConstraints(t->rri, slot, t->estate);
+		ResetPerTupleExprContext(t->estate);
+	}
+}
+
+// Writes the first n slots of a table: heap tuples in one multi-insert, then their index entries
+// (the unique check of the primary key happens here).
+void insert_slots(Target *t, int n) {
+	table_multi_insert(t->rel, t->slots, n, GetCurrentCommandId(true), 0, t->bistate);
+	for (int i = 0; i < n; i++) {
+		List *recheck = ExecInsertIndexTuples(t->rri, t->slots[i], t->estate, false, false, nullptr, NIL);
+		list_free(recheck);
+		ResetPerTupleExprContext(t->estate);
+		ExecClearTuple(t->slots[i]);
+	}
+}
+
+// Inserts the buffered change rows, then frees their memory. A full batch switches the table to a
+// bulk-insert state (a ring of buffers and a pinned target page), as COPY does; small
+// transactions do without, keeping their pages in shared buffers.
+void flush_changes(Writer *w, bool full) {
+	if (w->nbuffered == 0)
+		return;
+	Target *t = &w->targets[kChangeTable];
+	if (full && t->bistate == nullptr) {
+		MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
+		t->bistate = GetBulkInsertState();
+		MemoryContextSwitchTo(caller);
+	}
+	MemoryContext caller = MemoryContextSwitchTo(w->batch_context);
+	insert_slots(t, w->nbuffered);
+	MemoryContextSwitchTo(caller);
+	MemoryContextReset(w->batch_context);
+	w->nbuffered = 0;
+	w->buffered_bytes = 0;
+}
+
+// Releases what a table held in the local transaction (before its commit; locks stay until then).
+void close_target(Target *t) {
+	if (t->bistate != nullptr) {
+		FreeBulkInsertState(t->bistate);
+		table_finish_bulk_insert(t->rel, 0);
+	}
+	for (int i = 0; i < t->nslots; i++)
+		ExecDropSingleTupleTableSlot(t->slots[i]);
+	ExecCloseIndices(t->rri);
+	FreeExecutorState(t->estate);
+	table_close(t->rel, NoLock);
+	*t = Target{};
+}
+
+// Starts a local transaction with an active snapshot (type input and domain checks may need one).
+void start_local() {
+	MemoryContext caller = CurrentMemoryContext;
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(caller);
+}
+
+// Commits the local transaction together with the origin's progress to (lsn, time). The commit
+// waits for its WAL flush as synchronous_commit says (on by default): the worker reports lsn as
+// flushed upstream right after. Grouping commits or committing asynchronously with flush tracking
+// is for the performance work (issue 5).
+void commit_local(Writer *w, XLogRecPtr lsn, TimestampTz time) {
+	MemoryContext caller = CurrentMemoryContext;
+	for (Target &t : w->targets)
+		if (t.rel != nullptr)
+			close_target(&t);
+	replorigin_session_origin_lsn = lsn;
+	replorigin_session_origin_timestamp = time;
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = 0;
+	MemoryContextSwitchTo(caller);
+	MemoryContextReset(w->txn_context);
+}
+
+// A flat copy of a varlena Datum in the current context; 0 stays 0 (NULL).
+Datum copy_varlena(Datum value, bool isnull, Size *bytes) {
+	if (isnull)
+		return (Datum)0;
+	*bytes += VARSIZE_ANY(DatumGetPointer(value));
+	return datumCopy(value, false, -1);
+}
+
+// A bytea Datum holding a copy of the bytes.
+Datum bytea_datum(std::string_view bytes) {
+	bytea *result = static_cast<bytea *>(palloc(VARHDRSZ + bytes.size()));
+	SET_VARSIZE(result, VARHDRSZ + bytes.size());
+	memcpy(VARDATA(result), bytes.data(), bytes.size());
+	return PointerGetDatum(result);
+}
+
+// Inserts one logical_audit.message row; commit_lsn is NULL for a non-transactional message.
+void insert_message(Writer *w, const po::LogicalMessage &m, bool transactional) {
+	// The prefix comes from the upstream as bytes: a text column needs it valid here.
+	pg_verifymbstr(m.prefix.data(), static_cast<int>(m.prefix.size()), false);
+	Target *t = open_target(w, kMessageTable);
+	MemoryContext caller = MemoryContextSwitchTo(w->batch_context);
+	Datum values[kMsgColumns] = {w->subscription,
+	                             LSNGetDatum(m.lsn),
+	                             LSNGetDatum(w->final_lsn),
+	                             BoolGetDatum(transactional),
+	                             PointerGetDatum(cstring_to_text_with_len(m.prefix.data(), m.prefix.size())),
+	                             bytea_datum(m.content)};
+	bool isnull[kMsgColumns] = {false, false, !transactional, false, false, false};
+	store_row(t, target_slot(w, t, 0), kMsgColumns, values, isnull);
+	insert_slots(t, 1);
+	MemoryContextSwitchTo(caller);
+	MemoryContextReset(w->batch_context);
+}
+
+// Whether an error raised by jsonb_in means the content is not acceptable JSON (rather than a
+// cancel, out of memory or the like, which must propagate).
+bool is_bad_json_error(int sqlerrcode) {
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_DATA_EXCEPTION ||
+	       ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+}
+
+// Runs jsonb_in on text in a subtransaction: JSON that lexes fine can still fail (a number beyond
+// numeric's range, nesting deeper than the stack allows). Returns 0 when it failed that way.
+Datum jsonb_in_or_null(Writer *w, char *text) {
+	MemoryContext caller = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile Datum result = (Datum)0;
+	BeginInternalSubTransaction(nullptr);
+	MemoryContextSwitchTo(w->txn_context);
+	PG_TRY();
+	{
+		result = DirectFunctionCall1(jsonb_in, CStringGetDatum(text));
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(w->txn_context);
+		ErrorData *edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		CurrentResourceOwner = owner;
+		if (!is_bad_json_error(edata->sqlerrcode))
+			ReThrowError(edata);
+		FreeErrorData(edata);
+		result = (Datum)0;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller);
+	CurrentResourceOwner = owner;
+	return result;
+}
+
+// Merges an 'audit' message's content into the transaction's annotations when it is a JSON
+// object: a later key overrides an earlier one. Other content is only recorded as a message.
+void merge_annotations(Writer *w, std::string_view content) {
+	if (memchr(content.data(), '\0', content.size()) != nullptr ||
+	    !pg_verifymbstr(content.data(), static_cast<int>(content.size()), true))
+		return;
+	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
+	char *text = pnstrdup(content.data(), content.size());
+	Datum json = jsonb_in_or_null(w, text);
+	if (json != (Datum)0 && JB_ROOT_IS_OBJECT(DatumGetJsonbP(json)))
+		w->annotations = w->annotations == (Datum)0 ? json : DirectFunctionCall2(jsonb_concat, w->annotations, json);
+	pfree(text);
+	MemoryContextSwitchTo(caller);
+}
+
+// Inserts the logical_audit.transaction row of the open upstream transaction.
+void insert_transaction(Writer *w, const po::Commit &commit) {
+	Target *t = open_target(w, kTransactionTable);
+	MemoryContext caller = MemoryContextSwitchTo(w->batch_context);
+	Datum values[kTxnColumns] = {
+	    w->subscription,
+	    FullTransactionIdGetDatum(w->xid),
+	    LSNGetDatum(w->final_lsn),
+	    LSNGetDatum(commit.end_lsn),
+	    TimestampTzGetDatum(commit.commit_time),
+	    w->origin != nullptr ? CStringGetTextDatum(w->origin) : (Datum)0,
+	    Int64GetDatum(w->ordinal),
+	    w->annotations,
+	    TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), // what the column's default now() gives
+	};
+	bool isnull[kTxnColumns] = {
+	    false, false, false, false, false, w->origin == nullptr, false, w->annotations == (Datum)0, false};
+	store_row(t, target_slot(w, t, 0), kTxnColumns, values, isnull);
+	insert_slots(t, 1);
+	MemoryContextSwitchTo(caller);
+	MemoryContextReset(w->batch_context);
+}
+
+// Forgets the upstream transaction's state once its local transaction ended.
+void end_transaction(Writer *w) {
+	w->in_transaction = false;
+	w->origin = nullptr;
+	w->annotations = (Datum)0;
+	w->ordinal = 0;
+	w->nbuffered = 0;
+	w->buffered_bytes = 0;
+}
+
+} // namespace
+
+Writer *writer_create(const char *subscription, MemoryContext context) {
+	Writer *w = static_cast<Writer *>(MemoryContextAllocZero(context, sizeof(Writer)));
+	MemoryContext caller = MemoryContextSwitchTo(context);
+	w->subscription = PointerGetDatum(cstring_to_text(subscription));
+	MemoryContextSwitchTo(caller);
+	w->txn_context = AllocSetContextCreate(context, "logical_audit writer transaction", ALLOCSET_DEFAULT_SIZES);
+	w->batch_context = AllocSetContextCreate(context, "logical_audit writer batch", ALLOCSET_DEFAULT_SIZES);
+	return w;
+}
+
+void writer_begin(Writer *w, const po::Begin &begin) {
+	if (w->in_transaction)
+		misplaced("begin", true);
+	start_local();
+	// pgoutput sends a 32-bit xid without its epoch: it is stored as-is in the xid8 column, as the
+	// full transaction id of epoch 0 (so two upstream transactions may show the same xid after a
+	// wraparound; commit_lsn is what identifies a transaction).
+	w->xid = FullTransactionIdFromEpochAndXid(0, begin.xid);
+	w->final_lsn = begin.final_lsn;
+	w->commit_time = begin.commit_time;
+	w->in_transaction = true;
+}
+
+void writer_change(Writer *w, const char *op, const char *schema_name, const char *table_name, Datum old_row,
+                   bool old_isnull, Datum new_row, bool new_isnull, Datum unchanged_toast, bool unchanged_isnull) {
+	if (!w->in_transaction)
+		misplaced(op, false);
+	if (w->ordinal == PG_INT32_MAX)
+		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+		                errmsg("upstream transaction has more than %d changes", PG_INT32_MAX)));
+	Target *t = open_target(w, kChangeTable);
+	TupleTableSlot *slot = target_slot(w, t, w->nbuffered);
+	MemoryContext caller = MemoryContextSwitchTo(w->batch_context);
+	Datum values[kChangeColumns] = {
+	    w->subscription,
+	    LSNGetDatum(w->final_lsn),
+	    Int32GetDatum(w->ordinal + 1),
+	    CStringGetTextDatum(op),
+	    CStringGetTextDatum(schema_name),
+	    CStringGetTextDatum(table_name),
+	    copy_varlena(old_row, old_isnull, &w->buffered_bytes),
+	    copy_varlena(new_row, new_isnull, &w->buffered_bytes),
+	    copy_varlena(unchanged_toast, unchanged_isnull, &w->buffered_bytes),
+	};
+	bool isnull[kChangeColumns] = {false, false, false, false, false, false, old_isnull, new_isnull, unchanged_isnull};
+	store_row(t, slot, kChangeColumns, values, isnull);
+	MemoryContextSwitchTo(caller);
+	w->ordinal++;
+	w->nbuffered++;
+	if (w->nbuffered == kBatchRows || w->buffered_bytes >= kBatchBytes)
+		flush_changes(w, true);
+}
+
+void writer_message(Writer *w, const po::LogicalMessage &message) {
+	if (message.transactional()) {
+		if (!w->in_transaction)
+			misplaced("transactional message", false);
+		insert_message(w, message, true);
+		if (message.prefix == "audit")
+			merge_annotations(w, message.content);
+		return;
+	}
+	// Inside an upstream transaction (which pgoutput does not do) the row simply commits with it.
+	if (w->in_transaction) {
+		insert_message(w, message, false);
+		return;
+	}
+	// Alone, it commits with the origin's progress at its LSN, which is the end of its WAL record:
+	// the walsender skips non-transactional messages whose record starts before the start position,
+	// so a restart does not send it again. (Not lsn + 1: a commit record starting exactly at lsn
+	// would then be skipped too.) The upstream sends no time for such a message.
+	start_local();
+	insert_message(w, message, false);
+	commit_local(w, message.lsn, 0);
+}
+
+void writer_origin(Writer *w, const po::Origin &origin) {
+	if (!w->in_transaction)
+		misplaced("origin", false);
+	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
+	w->origin = pnstrdup(origin.name.data(), origin.name.size());
+	MemoryContextSwitchTo(caller);
+}
+
+void writer_commit(Writer *w, const po::Commit &commit) {
+	if (!w->in_transaction)
+		misplaced("commit", false);
+	if (commit.commit_lsn != w->final_lsn)
+		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
+		                errmsg("commit LSN %X/%X differs from the final LSN %X/%X of the transaction's begin",
+		                       LSN_FORMAT_ARGS(commit.commit_lsn), LSN_FORMAT_ARGS(w->final_lsn))));
+	flush_changes(w, false);
+	insert_transaction(w, commit);
+	commit_local(w, commit.end_lsn, commit.commit_time);
+	end_transaction(w);
+}
+
+bool writer_in_transaction(const Writer *w) {
+	return w->in_transaction;
+}
+
+void writer_reset(Writer *w) {
+	// The abort released relations, locks, pins, slots' tuple descriptors and snapshots: only
+	// forget them here.
+	for (Target &t : w->targets)
+		t = Target{};
+	end_transaction(w);
+	replorigin_session_origin_lsn = InvalidXLogRecPtr;
+	replorigin_session_origin_timestamp = 0;
+	MemoryContextReset(w->batch_context);
+	MemoryContextReset(w->txn_context);
+}
+
+} // namespace logical_audit::audit

@@ -1,0 +1,331 @@
+// A replication session: connects to the upstream, starts pgoutput from the replication origin's
+// position, audits each transaction through the writer, answers keepalives and reports progress.
+//
+// Everything here is plain data: an ERROR anywhere unwinds to the worker's retry loop, which calls
+// session_cleanup(). The flush position reported upstream is only ever a locally committed end LSN,
+// or, when the worker is idle between transactions, the end of WAL a keepalive reported.
+#include "pgoutput/decoder.hpp"
+#include "stream/connection.hpp"
+#include "worker/session.hpp"
+
+#include "pg.hpp"
+
+namespace logical_audit::worker {
+
+namespace {
+
+namespace po = pgoutput;
+
+// The state of the current session. Static so that session_cleanup can reach it after a longjmp.
+struct Session {
+	PGconn *conn;
+	char *buffer; // the CopyData message being handled (libpq memory)
+	po::Decoder decoder;
+	XLogRecPtr received; // the latest WAL position the upstream sent
+	XLogRecPtr flushed;  // the position up to which everything is audited and durable locally
+	XLogRecPtr upstream; // the upstream's end of WAL, from the latest message
+	TimestampTz last_receipt;
+	TimestampTz last_status;
+	bool ping_sent;
+	int64 changes; // changes of the open upstream transaction, published at its commit
+};
+
+Session session;
+
+// Where the apply is, for the error context of every error raised while applying.
+struct ApplyPosition {
+	const char *subscription;
+	XLogRecPtr lsn;
+	po::Xid xid;
+	const audit::AuditRelation *relation;
+};
+
+ApplyPosition position;
+
+// Adds "subscription, LSN, xid, relation" to every error raised while a message is applied.
+void apply_error_context(void *) {
+	if (position.relation != nullptr)
+		errcontext("auditing subscription \"%s\" at LSN %X/%X, xid %u, relation \"%s.%s\"", position.subscription,
+		           LSN_FORMAT_ARGS(position.lsn), position.xid, position.relation->nspname, position.relation->relname);
+	else
+		errcontext("auditing subscription \"%s\" at LSN %X/%X, xid %u", position.subscription,
+		           LSN_FORMAT_ARGS(position.lsn), position.xid);
+}
+
+// Copies the session's positions and times into the shared status slot.
+void publish_status(WorkerContext &w, TimestampTz send_time) {
+	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
+	w.slot->received_lsn = session.received;
+	w.slot->flushed_lsn = session.flushed;
+	w.slot->upstream_lsn = session.upstream;
+	if (send_time != 0)
+		w.slot->last_msg_send_time = send_time;
+	w.slot->last_msg_receipt_time = session.last_receipt;
+	LWLockRelease(shared_lock());
+}
+
+// Sends a standby status update: written = received, flushed = applied = the durable position.
+void send_status(bool request_reply) {
+	uint8_t message[po::kStandbyStatusSize];
+	po::encode_standby_status(message, session.received, session.flushed, session.flushed, po::now_timestamp(),
+	                          request_reply);
+	stream::send(session.conn, reinterpret_cast<const char *>(message), sizeof message);
+	session.last_status = GetCurrentTimestamp();
+}
+
+// Raises the error for a message the decoder rejected.
+void report_malformed(const po::DecodeError &error) {
+	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("malformed pgoutput %s message", error.message),
+	                errdetail("%c%s at byte offset %zu.", pg_toupper(static_cast<unsigned char>(error.reason[0])),
+	                          error.reason + 1, error.offset)));
+}
+
+// The relation a change names; an id no Relation message announced is a protocol violation.
+const audit::AuditRelation *find_relation(WorkerContext &w, po::Oid relation_id) {
+	const audit::AuditRelation *relation = audit::relations_find(w.relations, relation_id);
+	if (relation == nullptr)
+		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("change for unknown relation id %u", relation_id),
+		                errdetail("No Relation message announced that relation earlier in the stream.")));
+	position.relation = relation;
+	return relation;
+}
+
+// A change must arrive between Begin and Commit.
+void require_transaction(WorkerContext &w, const char *what) {
+	if (!audit::writer_in_transaction(w.writer))
+		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("%s message outside a transaction", what)));
+}
+
+// Converts an old tuple when the upstream sent one: the whole row ('O') or its key columns ('K').
+Datum old_row(const audit::AuditRelation *relation, po::OldTuple kind, const po::TupleData &tuple, bool *isnull) {
+	Datum unchanged;
+	bool unchanged_isnull;
+	*isnull = kind == po::OldTuple::None;
+	if (*isnull)
+		return (Datum)0;
+	return audit::tuple_to_jsonb(relation, tuple, kind == po::OldTuple::Key, &unchanged, &unchanged_isnull);
+}
+
+// Records one row change: INSERT (new row), UPDATE (old row when sent, new row), DELETE (old row).
+void apply_row(WorkerContext &w, const char *op, po::Oid relation_id, po::OldTuple old_kind,
+               const po::TupleData &old_tuple, const po::TupleData *new_tuple) {
+	require_transaction(w, op);
+	const audit::AuditRelation *relation = find_relation(w, relation_id);
+	bool old_isnull, new_isnull = new_tuple == nullptr, unchanged_isnull = true;
+	Datum unchanged = (Datum)0, new_row = (Datum)0;
+	Datum old = old_row(relation, old_kind, old_tuple, &old_isnull);
+	if (new_tuple != nullptr)
+		new_row = audit::tuple_to_jsonb(relation, *new_tuple, false, &unchanged, &unchanged_isnull);
+	audit::writer_change(w.writer, op, relation->nspname, relation->relname, old, old_isnull, new_row, new_isnull,
+	                     unchanged, unchanged_isnull);
+	session.changes++;
+}
+
+// Records one TRUNCATE row per truncated relation.
+void apply_truncate(WorkerContext &w, const po::Truncate &m) {
+	require_transaction(w, "truncate");
+	for (uint32_t i = 0; i < m.relation_ids.size(); i++) {
+		const audit::AuditRelation *relation = find_relation(w, m.relation_ids[i]);
+		audit::writer_change(w.writer, "TRUNCATE", relation->nspname, relation->relname, (Datum)0, true, (Datum)0, true,
+		                     (Datum)0, true);
+		session.changes++;
+	}
+}
+
+// Commits the upstream transaction locally and makes its end the new flush position.
+void apply_commit(WorkerContext &w, const po::Commit &m) {
+	require_transaction(w, "commit");
+	audit::writer_commit(w.writer, m);
+	session.flushed = Max(session.flushed, m.end_lsn);
+	w.made_progress = true;
+	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
+	w.slot->last_commit_time = m.commit_time;
+	w.slot->transactions++;
+	w.slot->changes += session.changes;
+	w.slot->flushed_lsn = session.flushed;
+	LWLockRelease(shared_lock());
+	session.changes = 0;
+}
+
+// Applies one decoded pgoutput message.
+void apply(WorkerContext &w, const po::Message &message) {
+	if (auto *m = std::get_if<po::Insert>(&message)) {
+		apply_row(w, "INSERT", m->relation_id, po::OldTuple::None, {}, &m->new_tuple);
+	} else if (auto *m = std::get_if<po::Update>(&message)) {
+		apply_row(w, "UPDATE", m->relation_id, m->old_kind, m->old_tuple, &m->new_tuple);
+	} else if (auto *m = std::get_if<po::Delete>(&message)) {
+		apply_row(w, "DELETE", m->relation_id, m->old_kind, m->old_tuple, nullptr);
+	} else if (auto *m = std::get_if<po::Begin>(&message)) {
+		position.xid = m->xid;
+		session.changes = 0;
+		audit::writer_begin(w.writer, *m);
+	} else if (auto *m = std::get_if<po::Commit>(&message)) {
+		apply_commit(w, *m);
+	} else if (auto *m = std::get_if<po::Relation>(&message)) {
+		audit::relations_add(w.relations, *m);
+	} else if (auto *m = std::get_if<po::Type>(&message)) {
+		audit::relations_add_type(w.relations, *m);
+	} else if (auto *m = std::get_if<po::Truncate>(&message)) {
+		apply_truncate(w, *m);
+	} else if (auto *m = std::get_if<po::LogicalMessage>(&message)) {
+		audit::writer_message(w.writer, *m);
+	} else if (auto *m = std::get_if<po::Origin>(&message)) {
+		audit::writer_origin(w.writer, *m);
+	} else {
+		ereport(ERROR,
+		        (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("unexpected pgoutput message in protocol version 1"),
+		         errdetail("Streamed and two-phase transactions were not requested.")));
+	}
+}
+
+// Handles XLogData: decodes and applies the pgoutput message it carries.
+void handle_xlogdata(WorkerContext &w, const po::XLogData &x) {
+	session.received = Max(session.received, Max(x.wal_start, x.wal_end));
+	session.upstream = Max(session.upstream, x.wal_end);
+	position.lsn = x.wal_start;
+	position.relation = nullptr;
+	po::Message message;
+	po::DecodeError error;
+	if (!session.decoder.decode(x.data, x.size, message, error))
+		report_malformed(error);
+	apply(w, message);
+}
+
+// Handles a keepalive: when idle, everything the upstream sent is audited, so its end of WAL is
+// confirmed and an idle publication never holds WAL upstream.
+void handle_keepalive(WorkerContext &w, const po::Keepalive &k) {
+	session.upstream = Max(session.upstream, k.wal_end);
+	session.received = Max(session.received, k.wal_end);
+	if (!audit::writer_in_transaction(w.writer)) {
+		session.flushed = Max(session.flushed, k.wal_end);
+		w.made_progress = true;
+	}
+	if (k.reply_requested)
+		send_status(false);
+	publish_status(w, k.send_time);
+}
+
+// Handles one CopyData message from the upstream.
+void handle_copy_data(WorkerContext &w, const char *data, int size) {
+	po::CopyData copy;
+	po::DecodeError error;
+	session.last_receipt = GetCurrentTimestamp();
+	session.ping_sent = false;
+	if (!po::decode_copy_data(reinterpret_cast<const uint8_t *>(data), size, copy, error))
+		report_malformed(error);
+	if (auto *x = std::get_if<po::XLogData>(&copy))
+		handle_xlogdata(w, *x);
+	else
+		handle_keepalive(w, std::get<po::Keepalive>(copy));
+}
+
+// Drains every CopyData message libpq has ready; false when the upstream ended the stream.
+bool drain(WorkerContext &w) {
+	for (;;) {
+		int size = stream::receive(session.conn, &session.buffer);
+		if (size <= 0)
+			return size == 0;
+		MemoryContext old = MemoryContextSwitchTo(w.message_context);
+		handle_copy_data(w, session.buffer, size);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(w.message_context);
+		PQfreemem(session.buffer);
+		session.buffer = nullptr;
+	}
+}
+
+// Milliseconds from now until a time, at least 0.
+long ms_until(TimestampTz when) {
+	TimestampTz now = GetCurrentTimestamp();
+	return when <= now ? 0 : static_cast<long>((when - now) / 1000);
+}
+
+// Sends the periodic status update and watches for a silent upstream; returns how long to wait.
+long keep_alive() {
+	TimestampTz now = GetCurrentTimestamp();
+	long wait_ms = 1000;
+	if (wal_receiver_status_interval > 0) {
+		TimestampTz due = TimestampTzPlusMilliseconds(session.last_status, wal_receiver_status_interval * 1000);
+		if (now >= due)
+			send_status(false);
+		wait_ms = Min(wait_ms,
+		              ms_until(TimestampTzPlusMilliseconds(session.last_status, wal_receiver_status_interval * 1000)));
+	}
+	if (wal_receiver_timeout > 0) {
+		TimestampTz silent_until = TimestampTzPlusMilliseconds(session.last_receipt, wal_receiver_timeout);
+		if (now >= silent_until)
+			ereport(ERROR,
+			        (errcode(ERRCODE_CONNECTION_FAILURE),
+			         errmsg("terminating the replication connection: the upstream sent nothing for %d ms",
+			                wal_receiver_timeout),
+			         errhint("The upstream server may be down or the network broken; see wal_receiver_timeout.")));
+		// Half way to the timeout, ask the upstream to answer, as PostgreSQL's own receivers do.
+		TimestampTz ping_at = TimestampTzPlusMilliseconds(session.last_receipt, wal_receiver_timeout / 2);
+		if (now >= ping_at && !session.ping_sent) {
+			send_status(true);
+			session.ping_sent = true;
+		}
+		wait_ms = Min(wait_ms, ms_until(session.ping_sent ? silent_until : ping_at));
+	}
+	return wait_ms;
+}
+
+// Connects and starts streaming from the replication origin's position.
+void start(WorkerContext &w) {
+	const Subscription *sub = w.subscription;
+	session.conn = stream::connect(sub->conninfo, sub->name, true);
+	stream::identify_system(session.conn);
+	XLogRecPtr origin_lsn = replorigin_session_get_progress(false);
+	stream::StreamOptions options{};
+	options.slot_name = sub->slot_name;
+	options.start_lsn = origin_lsn;
+	options.proto_version = 1;
+	options.publications = sub->publications;
+	options.messages = sub->messages;
+	stream::start_replication(session.conn, options);
+	session.decoder = po::Decoder(1);
+	session.received = session.flushed = origin_lsn;
+	session.last_receipt = session.last_status = GetCurrentTimestamp();
+	session.ping_sent = false;
+}
+
+// Reloads the configuration when a SIGHUP arrived.
+void reload_config() {
+	if (!ConfigReloadPending)
+		return;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+}
+
+} // namespace
+
+void run_session(WorkerContext &w) {
+	ErrorContextCallback callback;
+	position = {w.subscription->name, InvalidXLogRecPtr, 0, nullptr};
+	callback.callback = apply_error_context;
+	callback.arg = nullptr;
+	callback.previous = error_context_stack;
+	error_context_stack = &callback;
+
+	set_state(w.slot, WorkerState::Connecting);
+	start(w);
+	set_state(w.slot, WorkerState::Streaming);
+	publish_status(w, 0);
+	for (;;) {
+		if (!drain(w))
+			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("the upstream ended the replication stream")));
+		long wait_ms = keep_alive();
+		stream::wait(session.conn, wait_ms);
+		reload_config();
+	}
+}
+
+void session_cleanup() {
+	if (session.buffer != nullptr)
+		PQfreemem(session.buffer);
+	session.buffer = nullptr;
+	stream::disconnect(session.conn);
+	session.conn = nullptr;
+}
+
+} // namespace logical_audit::worker
