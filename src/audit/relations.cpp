@@ -420,4 +420,19 @@ Datum tuple_to_jsonb(const AuditRelation *relation, const po::TupleData &tuple, 
 	return JsonbPGetDatum(JsonbValueToJsonb(row));
 }
 
+Datum changed_columns(const AuditRelation *relation, const po::TupleData &old_tuple, const po::TupleData &new_tuple) {
+	Datum *names = static_cast<Datum *>(palloc(sizeof(Datum) * Max(relation->ncolumns, 1)));
+	int count = 0, i = 0;
+	auto old_column = old_tuple.begin();
+	for (po::ColumnValue now : new_tuple) {
+		po::ColumnValue before = *old_column;
+		++old_column;
+		bool same = now.kind == po::ColumnKind::UnchangedToast || (now.kind == before.kind && now.data == before.data);
+		if (!same && i < relation->ncolumns)
+			names[count++] = CStringGetTextDatum(relation->columns[i].name);
+		i++;
+	}
+	return names_array(names, count);
+}
+
 } // namespace logical_audit::audit

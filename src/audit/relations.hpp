@@ -57,7 +57,7 @@ Relations *relations_create(MemoryContext context);
 void relations_add_type(Relations *relations, const pgoutput::Type &type);
 
 // Remembers (or replaces, after ALTER TABLE upstream) a relation and decides how each column
-// converts.
+// converts. Call it in a short-lived memory context: what an error halfway leaves goes with it.
 void relations_add(Relations *relations, const pgoutput::Relation &relation);
 
 // The relation with that upstream id, or nullptr when no Relation message named it.
@@ -69,5 +69,10 @@ const AuditRelation *relations_find(const Relations *relations, pgoutput::Oid re
 // relation and column through the error context.
 Datum tuple_to_jsonb(const AuditRelation *relation, const pgoutput::TupleData &tuple, bool key_only,
                      Datum *unchanged_toast, bool *unchanged_isnull);
+
+// The names of the columns whose value differs between a full old tuple and the new one, as a
+// text[] (empty when none did). Columns the new tuple did not send (unchanged TOAST) are unchanged.
+Datum changed_columns(const AuditRelation *relation, const pgoutput::TupleData &old_tuple,
+                      const pgoutput::TupleData &new_tuple);
 
 } // namespace logical_audit::audit

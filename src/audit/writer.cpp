@@ -4,7 +4,10 @@
 // Rows go straight to the table AM, the way COPY FROM inserts: change rows are buffered in tuple
 // slots and written with table_multi_insert, then their index entries with ExecInsertIndexTuples.
 // No SQL is parsed or planned per row or per transaction. The primary keys are enforced as usual
-// by the unique indexes, so a row written twice is an ERROR, never a silent duplicate.
+// by the unique indexes, so a row written twice is an ERROR, never a silent duplicate; NOT NULL and
+// CHECK constraints are checked per row. Like any direct heap insert this fires no trigger (so a
+// foreign key or a user's trigger on an audit table would not act) and checks no privilege: the
+// worker writes as the extension's owner.
 //
 // Per-transaction state (relations, executor state, slots) lives in txn_context and the copied
 // Datums of the buffered rows in batch_context, reset after each batch: memory stays bounded
@@ -40,10 +43,12 @@ enum ChangeColumn {
 	kChangeOldRow,
 	kChangeNewRow,
 	kChangeUnchangedToast,
+	kChangeChangedColumns,
 	kChangeColumns
 };
-const char *const kChangeNames[] = {"subscription", "commit_lsn", "ordinal",        "op", "schema_name", "table_name",
-                                    "old_row",      "new_row",    "unchanged_toast"};
+const char *const kChangeNames[] = {"subscription",    "commit_lsn",     "ordinal", "op",
+                                    "schema_name",     "table_name",     "old_row", "new_row",
+                                    "unchanged_toast", "changed_columns"};
 
 enum TransactionColumn {
 	kTxnSubscription,
@@ -103,11 +108,11 @@ struct Target {
 struct Writer {
 	Datum subscription; // text
 	MemoryContext txn_context;
-	MemoryContext batch_context;
-	bool in_transaction; // between writer_begin and writer_commit
+	MemoryContext batch_context; // the buffered change rows' values
+	MemoryContext row_context;   // the values of a single transaction or message row
+	bool in_transaction;         // between writer_begin and writer_commit
 	FullTransactionId xid;
 	XLogRecPtr final_lsn;
-	TimestampTz commit_time;
 	char *origin;      // from an Origin message, or nullptr
 	Datum annotations; // jsonb object, or 0 when none
 	int32 ordinal;     // of the latest change
@@ -299,7 +304,7 @@ void insert_message(Writer *w, const po::LogicalMessage &m, bool transactional) 
 	// The prefix comes from the upstream as bytes: a text column needs it valid here.
 	pg_verifymbstr(m.prefix.data(), static_cast<int>(m.prefix.size()), false);
 	Target *t = open_target(w, kMessageTable);
-	MemoryContext caller = MemoryContextSwitchTo(w->batch_context);
+	MemoryContext caller = MemoryContextSwitchTo(w->row_context);
 	Datum values[kMsgColumns] = {w->subscription,
 	                             LSNGetDatum(m.lsn),
 	                             LSNGetDatum(w->final_lsn),
@@ -310,7 +315,7 @@ void insert_message(Writer *w, const po::LogicalMessage &m, bool transactional) 
 	store_row(t, target_slot(w, t, 0), kMsgColumns, values, isnull);
 	insert_slots(t, 1);
 	MemoryContextSwitchTo(caller);
-	MemoryContextReset(w->batch_context);
+	MemoryContextReset(w->row_context);
 }
 
 // Whether an error raised by jsonb_in means the content is not acceptable JSON (rather than a
@@ -369,7 +374,7 @@ void merge_annotations(Writer *w, std::string_view content) {
 // Inserts the logical_audit.transaction row of the open upstream transaction.
 void insert_transaction(Writer *w, const po::Commit &commit) {
 	Target *t = open_target(w, kTransactionTable);
-	MemoryContext caller = MemoryContextSwitchTo(w->batch_context);
+	MemoryContext caller = MemoryContextSwitchTo(w->row_context);
 	Datum values[kTxnColumns] = {
 	    w->subscription,
 	    FullTransactionIdGetDatum(w->xid),
@@ -386,7 +391,7 @@ void insert_transaction(Writer *w, const po::Commit &commit) {
 	store_row(t, target_slot(w, t, 0), kTxnColumns, values, isnull);
 	insert_slots(t, 1);
 	MemoryContextSwitchTo(caller);
-	MemoryContextReset(w->batch_context);
+	MemoryContextReset(w->row_context);
 }
 
 // Forgets the upstream transaction's state once its local transaction ended.
@@ -408,6 +413,7 @@ Writer *writer_create(const char *subscription, MemoryContext context) {
 	MemoryContextSwitchTo(caller);
 	w->txn_context = AllocSetContextCreate(context, "logical_audit writer transaction", ALLOCSET_DEFAULT_SIZES);
 	w->batch_context = AllocSetContextCreate(context, "logical_audit writer batch", ALLOCSET_DEFAULT_SIZES);
+	w->row_context = AllocSetContextCreate(context, "logical_audit writer row", ALLOCSET_DEFAULT_SIZES);
 	return w;
 }
 
@@ -420,14 +426,12 @@ void writer_begin(Writer *w, const po::Begin &begin) {
 	// wraparound; commit_lsn is what identifies a transaction).
 	w->xid = FullTransactionIdFromEpochAndXid(0, begin.xid);
 	w->final_lsn = begin.final_lsn;
-	w->commit_time = begin.commit_time;
 	w->in_transaction = true;
 }
 
-void writer_change(Writer *w, const char *op, const char *schema_name, const char *table_name, Datum old_row,
-                   bool old_isnull, Datum new_row, bool new_isnull, Datum unchanged_toast, bool unchanged_isnull) {
+void writer_change(Writer *w, const ChangeRow &row) {
 	if (!w->in_transaction)
-		misplaced(op, false);
+		misplaced(row.op, false);
 	if (w->ordinal == PG_INT32_MAX)
 		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 		                errmsg("upstream transaction has more than %d changes", PG_INT32_MAX)));
@@ -438,14 +442,24 @@ void writer_change(Writer *w, const char *op, const char *schema_name, const cha
 	    w->subscription,
 	    LSNGetDatum(w->final_lsn),
 	    Int32GetDatum(w->ordinal + 1),
-	    CStringGetTextDatum(op),
-	    CStringGetTextDatum(schema_name),
-	    CStringGetTextDatum(table_name),
-	    copy_varlena(old_row, old_isnull, &w->buffered_bytes),
-	    copy_varlena(new_row, new_isnull, &w->buffered_bytes),
-	    copy_varlena(unchanged_toast, unchanged_isnull, &w->buffered_bytes),
+	    CStringGetTextDatum(row.op),
+	    CStringGetTextDatum(row.schema_name),
+	    CStringGetTextDatum(row.table_name),
+	    copy_varlena(row.old_row.value, row.old_row.isnull, &w->buffered_bytes),
+	    copy_varlena(row.new_row.value, row.new_row.isnull, &w->buffered_bytes),
+	    copy_varlena(row.unchanged_toast.value, row.unchanged_toast.isnull, &w->buffered_bytes),
+	    copy_varlena(row.changed_columns.value, row.changed_columns.isnull, &w->buffered_bytes),
 	};
-	bool isnull[kChangeColumns] = {false, false, false, false, false, false, old_isnull, new_isnull, unchanged_isnull};
+	bool isnull[kChangeColumns] = {false,
+	                               false,
+	                               false,
+	                               false,
+	                               false,
+	                               false,
+	                               row.old_row.isnull,
+	                               row.new_row.isnull,
+	                               row.unchanged_toast.isnull,
+	                               row.changed_columns.isnull};
 	store_row(t, slot, kChangeColumns, values, isnull);
 	MemoryContextSwitchTo(caller);
 	w->ordinal++;
@@ -457,7 +471,7 @@ void writer_change(Writer *w, const char *op, const char *schema_name, const cha
 void writer_message(Writer *w, const po::LogicalMessage &message) {
 	if (message.transactional()) {
 		if (!w->in_transaction)
-			misplaced("transactional message", false);
+			misplaced("transactional logical", false);
 		insert_message(w, message, true);
 		if (message.prefix == "audit")
 			merge_annotations(w, message.content);
@@ -480,6 +494,7 @@ void writer_message(Writer *w, const po::LogicalMessage &message) {
 void writer_origin(Writer *w, const po::Origin &origin) {
 	if (!w->in_transaction)
 		misplaced("origin", false);
+	pg_verifymbstr(origin.name.data(), static_cast<int>(origin.name.size()), false);
 	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
 	w->origin = pnstrdup(origin.name.data(), origin.name.size());
 	MemoryContextSwitchTo(caller);
@@ -511,6 +526,7 @@ void writer_reset(Writer *w) {
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
 	MemoryContextReset(w->batch_context);
+	MemoryContextReset(w->row_context);
 	MemoryContextReset(w->txn_context);
 }
 

@@ -3,7 +3,8 @@
 // origin's progress.
 //
 // The writer is plain palloc'd data (no destructors). Rows are buffered and inserted a batch at a
-// time with plans prepared once per worker: no per-row planning, and memory per batch is bounded.
+// time straight into the tables and their indexes, as COPY FROM does: no SQL, no per-row planning,
+// and memory per batch is bounded.
 #pragma once
 
 #include "pgoutput/messages.hpp"
@@ -20,10 +21,19 @@ Writer *writer_create(const char *subscription, MemoryContext context);
 // Starts the local transaction of an upstream transaction.
 void writer_begin(Writer *writer, const pgoutput::Begin &begin);
 
-// Adds one change row (op: INSERT, UPDATE, DELETE, TRUNCATE). Datums are copied or consumed
-// before the call returns; NULLs are passed as isnull flags.
-void writer_change(Writer *writer, const char *op, const char *schema_name, const char *table_name, Datum old_row,
-                   bool old_isnull, Datum new_row, bool new_isnull, Datum unchanged_toast, bool unchanged_isnull);
+// One row of logical_audit.change, as the worker decoded it. NULLs are isnull flags.
+struct ChangeRow {
+	const char *op; // INSERT, UPDATE, DELETE or TRUNCATE
+	const char *schema_name;
+	const char *table_name;
+	NullableDatum old_row;         // jsonb
+	NullableDatum new_row;         // jsonb
+	NullableDatum unchanged_toast; // text[]
+	NullableDatum changed_columns; // text[]
+};
+
+// Adds one change row; its Datums are copied before the call returns.
+void writer_change(Writer *writer, const ChangeRow &row);
 
 // Records a logical message. A transactional one belongs to the open upstream transaction (its
 // 'audit' JSON content is merged into the transaction's annotations); a non-transactional one is

@@ -273,6 +273,22 @@ void append_flags(StringInfo cmd, const StreamOptions &options) {
 		appendStringInfoString(cmd, ", two_phase 'on'");
 }
 
+// Rejects a conninfo libpq cannot parse. Without this check a string without '=' would be taken
+// for a database name and connect to a local server.
+void check_conninfo(const char *conninfo) {
+	char *error = nullptr;
+	PQconninfoOption *options = PQconninfoParse(conninfo, &error);
+	if (options != nullptr) {
+		PQconninfoFree(options);
+		return;
+	}
+	char *detail = error ? pstrdup(error) : pstrdup("out of memory");
+	PQfreemem(error);
+	detail[strcspn(detail, "\n")] = '\0';
+	ereport(ERROR, (errcode(ERRCODE_SYNTAX_ERROR), errmsg("invalid connection string syntax"), errdetail("%s", detail),
+	                errhint("A conninfo is a list of keyword=value settings or a URI.")));
+}
+
 // Starts the connection: the user's conninfo first, then what the audit needs, which wins.
 PGconn *start_connection(const char *conninfo, const char *application_name, bool replication) {
 	const char *keys[6];
@@ -307,9 +323,20 @@ void finish_connection(PGconn *conn) {
 	PQclear(exec(conn, kSecureSearchPath, PGRES_TUPLES_OK));
 }
 
+// Handles the end of the copy: the upstream's error if it sent one, else -1.
+int end_of_copy(PGconn *conn) {
+	PGresult *result = next_result(conn);
+	if (result != nullptr && is_error(result))
+		report_result_error(conn, result, "the upstream server ended the replication stream with an error");
+	// CopyDone from the upstream (PGRES_COPY_IN now) or the command's completion: the stream ended.
+	PQclear(result);
+	return -1;
+}
+
 } // namespace
 
 PGconn *connect(const char *conninfo, const char *application_name, bool replication) {
+	check_conninfo(conninfo);
 	PGconn *conn = start_connection(conninfo, application_name, replication);
 	// A cancel or a failure while connecting must not leak the socket: close it, then re-raise.
 	PG_TRY();
@@ -436,21 +463,15 @@ void start_replication(PGconn *conn, const StreamOptions &options) {
 	pfree(cmd.data);
 }
 
-// Handles the end of the copy: the upstream's error if it sent one, else -1.
-int end_of_copy(PGconn *conn) {
-	PGresult *result = next_result(conn);
-	if (result != nullptr && is_error(result))
-		report_result_error(conn, result, "the upstream server ended the replication stream with an error");
-	// CopyDone from the upstream (PGRES_COPY_IN now) or the command's completion: the stream ended.
-	PQclear(result);
-	return -1;
-}
-
 int receive(PGconn *conn, char **buffer) {
 	*buffer = nullptr;
-	if (PQconsumeInput(conn) == 0)
-		connection_failed(conn, "could not receive data from the upstream server");
 	int size = PQgetCopyData(conn, buffer, /* async */ 1);
+	// Read from the socket only when libpq has no whole message buffered: one recv() serves many.
+	if (size == 0) {
+		if (PQconsumeInput(conn) == 0)
+			connection_failed(conn, "could not receive data from the upstream server");
+		size = PQgetCopyData(conn, buffer, /* async */ 1);
+	}
 	if (size >= 0)
 		return size;
 	if (size == -1)

@@ -97,13 +97,12 @@ void require_transaction(WorkerContext &w, const char *what) {
 }
 
 // Converts an old tuple when the upstream sent one: the whole row ('O') or its key columns ('K').
-Datum old_row(const audit::AuditRelation *relation, po::OldTuple kind, const po::TupleData &tuple, bool *isnull) {
+NullableDatum old_row(const audit::AuditRelation *relation, po::OldTuple kind, const po::TupleData &tuple) {
 	Datum unchanged;
 	bool unchanged_isnull;
-	*isnull = kind == po::OldTuple::None;
-	if (*isnull)
-		return (Datum)0;
-	return audit::tuple_to_jsonb(relation, tuple, kind == po::OldTuple::Key, &unchanged, &unchanged_isnull);
+	if (kind == po::OldTuple::None)
+		return {(Datum)0, true};
+	return {audit::tuple_to_jsonb(relation, tuple, kind == po::OldTuple::Key, &unchanged, &unchanged_isnull), false};
 }
 
 // Records one row change: INSERT (new row), UPDATE (old row when sent, new row), DELETE (old row).
@@ -111,13 +110,20 @@ void apply_row(WorkerContext &w, const char *op, po::Oid relation_id, po::OldTup
                const po::TupleData &old_tuple, const po::TupleData *new_tuple) {
 	require_transaction(w, op);
 	const audit::AuditRelation *relation = find_relation(w, relation_id);
-	bool old_isnull, new_isnull = new_tuple == nullptr, unchanged_isnull = true;
-	Datum unchanged = (Datum)0, new_row = (Datum)0;
-	Datum old = old_row(relation, old_kind, old_tuple, &old_isnull);
+	audit::ChangeRow row = {op,
+	                        relation->nspname,
+	                        relation->relname,
+	                        old_row(relation, old_kind, old_tuple),
+	                        {(Datum)0, true},
+	                        {(Datum)0, true},
+	                        {(Datum)0, true}};
 	if (new_tuple != nullptr)
-		new_row = audit::tuple_to_jsonb(relation, *new_tuple, false, &unchanged, &unchanged_isnull);
-	audit::writer_change(w.writer, op, relation->nspname, relation->relname, old, old_isnull, new_row, new_isnull,
-	                     unchanged, unchanged_isnull);
+		row.new_row.value =
+		    audit::tuple_to_jsonb(relation, *new_tuple, false, &row.unchanged_toast.value, &row.unchanged_toast.isnull);
+	row.new_row.isnull = new_tuple == nullptr;
+	if (new_tuple != nullptr && old_kind == po::OldTuple::Full)
+		row.changed_columns = {audit::changed_columns(relation, old_tuple, *new_tuple), false};
+	audit::writer_change(w.writer, row);
 	session.changes++;
 }
 
@@ -126,8 +132,9 @@ void apply_truncate(WorkerContext &w, const po::Truncate &m) {
 	require_transaction(w, "truncate");
 	for (uint32_t i = 0; i < m.relation_ids.size(); i++) {
 		const audit::AuditRelation *relation = find_relation(w, m.relation_ids[i]);
-		audit::writer_change(w.writer, "TRUNCATE", relation->nspname, relation->relname, (Datum)0, true, (Datum)0, true,
-		                     (Datum)0, true);
+		audit::ChangeRow row = {"TRUNCATE",       relation->nspname, relation->relname, {(Datum)0, true},
+		                        {(Datum)0, true}, {(Datum)0, true},  {(Datum)0, true}};
+		audit::writer_change(w.writer, row);
 		session.changes++;
 	}
 }
@@ -158,10 +165,12 @@ void apply(WorkerContext &w, const po::Message &message) {
 	} else if (auto *m = std::get_if<po::Begin>(&message)) {
 		position.xid = m->xid;
 		session.changes = 0;
+		SetCurrentStatementStartTimestamp(); // the local transaction's now(), audited_at
 		audit::writer_begin(w.writer, *m);
 	} else if (auto *m = std::get_if<po::Commit>(&message)) {
 		apply_commit(w, *m);
 	} else if (auto *m = std::get_if<po::Relation>(&message)) {
+		require_transaction(w, "relation"); // its types are looked up in the catalogs
 		audit::relations_add(w.relations, *m);
 	} else if (auto *m = std::get_if<po::Type>(&message)) {
 		audit::relations_add_type(w.relations, *m);

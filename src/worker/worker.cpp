@@ -169,6 +169,8 @@ void logical_audit_worker_main(Datum arg) {
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(logical_audit::guc_database, nullptr, 0);
+	// Values nested in arrays, composites and ranges are rendered through to_jsonb: in UTC.
+	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
 
 	before_shmem_exit(w::release_slot, (Datum)0);
 	w::Subscription *sub = w::read_subscription_and_claim(id);

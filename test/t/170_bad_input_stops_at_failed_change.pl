@@ -59,9 +59,10 @@ is($down->safe_psql('postgres', q{SELECT string_agg(new_row->>'id', ',') FROM lo
 
 # The server log has the error with its context: relation and xid.
 my $log = slurp_file($down->logfile, $log_offset);
-my ($report) = $log =~ /(ERROR:[^\n]*reject_poison.*?)(?=\n\d{4}-\d\d-\d\d |\z)/s;
+# Each line of the report (ERROR, DETAIL, CONTEXT) carries the log line prefix.
+my ($report) = $log =~ /(ERROR:[^\n]*reject_poison[^\n]*(?:\n[^\n]*(?:DETAIL|CONTEXT):[^\n]*)*)/;
 ok(defined $report, 'the error is in the server log') or diag($log);
-my ($context) = ($report // '') =~ /CONTEXT:(.*)/s;
+my ($context) = ($report // '') =~ /CONTEXT:([^\n]*)/;
 $context //= '';
 like($context, qr/poison_target/, 'its context names the relation');
 like($context, qr/\b$xid\b/, 'its context names the upstream xid');
