@@ -228,12 +228,20 @@ void handle_copy_data(WorkerContext &w, const char *data, int size) {
 		handle_keepalive(w, std::get<po::Keepalive>(copy));
 }
 
-// Drains every CopyData message libpq has ready; false when the upstream ended the stream.
-bool drain(WorkerContext &w) {
-	for (;;) {
+// Messages handled between two looks at the clock (status updates, timeouts), so that a long
+// backlog neither delays them nor a stop request.
+constexpr int kDrainBatch = 1000;
+
+// What draining found: nothing more ready now, more ready, or the end of the stream.
+enum class Drained { Empty, More, Ended };
+
+// Handles up to kDrainBatch CopyData messages libpq has ready.
+Drained drain(WorkerContext &w) {
+	for (int i = 0; i < kDrainBatch; i++) {
+		CHECK_FOR_INTERRUPTS();
 		int size = stream::receive(session.conn, &session.buffer);
 		if (size <= 0)
-			return size == 0;
+			return size == 0 ? Drained::Empty : Drained::Ended;
 		MemoryContext old = MemoryContextSwitchTo(w.message_context);
 		handle_copy_data(w, session.buffer, size);
 		MemoryContextSwitchTo(old);
@@ -241,6 +249,7 @@ bool drain(WorkerContext &w) {
 		PQfreemem(session.buffer);
 		session.buffer = nullptr;
 	}
+	return Drained::More;
 }
 
 // Milliseconds from now until a time, at least 0.
@@ -321,10 +330,13 @@ void run_session(WorkerContext &w) {
 	set_state(w.slot, WorkerState::Streaming);
 	publish_status(w, 0);
 	for (;;) {
-		if (!drain(w))
+		Drained drained = drain(w);
+		if (drained == Drained::Ended)
 			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("the upstream ended the replication stream")));
 		long wait_ms = keep_alive();
-		stream::wait(session.conn, wait_ms);
+		// libpq may hold more messages than the socket shows: wait only when it had none left.
+		if (drained == Drained::Empty)
+			stream::wait(session.conn, wait_ms);
 		reload_config();
 	}
 }
