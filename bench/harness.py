@@ -1,0 +1,689 @@
+#!/usr/bin/env python3
+"""The workloads, consumers and measurements of bench/run.sh (issue 5), against running clusters.
+
+run.sh starts the upstream and downstream servers and calls this script (as root, with Debian's
+python3-psycopg). For each workload it creates one pgoutput slot per consumer, generates the
+workload, takes the end LSN of its last commit (pg_walinspect), then runs the consumers one at a
+time, each from its own slot's start to that LSN:
+  a  pg_recvlogical --plugin=pgoutput -o proto_version=1 ... -f /dev/null --endpos=END
+  b  CREATE SUBSCRIPTION (copy_data false, the pre-created slot, streaming on) into the database
+     apply_target of the downstream, which holds plain copies of the tables; done when the
+     subscription's replication origin reaches END (the apply worker has committed the last
+     transaction)
+  c  the Python prototype through bench/prototype_consumer.py (decodes and counts, writes nothing)
+  d  logical_audit.create_subscription(..., create_slot => false) with default options; done when
+     logical_audit.status.flushed_lsn reaches END
+While a consumer runs, a sampler thread reads /proc every 20 ms for the walsender (the slot's
+active_pid) and the consumer process (the apply worker, the audit worker, or the client, whose
+rusage is taken when it exits). The lag tests run pgbench at a fixed rate while b or d streams live.
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+POLL = 0.02  # seconds between completion checks and between /proc samples
+CONSUMERS = {
+    "a": "pg_recvlogical",
+    "b": "builtin_subscription",
+    "c": "python_prototype",
+    "d": "logical_audit",
+}
+PUBLICATION = "bench_pub"
+
+# Sizes per mode: W1 rows (each shape), W1 repetitions, pgbench transactions per client (W2, two
+# clients), W3 rows of 1 MB, W4 rows, lag test seconds, time limit of one consumer.
+MODES = {
+    "quick": dict(w1_rows=100_000, w1_runs=1, w2_tx=3_000, w3_rows=200, w4_rows=500_000, lag_s=10, timeout=180),
+    "medium": dict(w1_rows=1_000_000, w1_runs=1, w2_tx=10_000, w3_rows=1_000, w4_rows=2_000_000, lag_s=20,
+                   timeout=900),
+    "full": dict(w1_rows=1_000_000, w1_runs=3, w2_tx=20_000, w3_rows=2_000, w4_rows=5_000_000, lag_s=30,
+                 timeout=1200),
+}
+PGBENCH_SCALE = 10
+W3_UPDATE_ROUNDS = 5
+LAG_RATE = 2000
+
+SCHEMA = """
+CREATE TABLE narrow (id bigint PRIMARY KEY, n int, md5 text, ts timestamptz);
+CREATE TABLE toasty (id int PRIMARY KEY, n int, body text);
+CREATE TABLE lag_probe (id bigserial PRIMARY KEY, aid int);
+"""
+
+# Procedures generating W1 and W3 in transactions of per_txn rows.
+GENERATORS = """
+CREATE PROCEDURE gen_narrow(total bigint, per_txn int) LANGUAGE plpgsql AS $$
+DECLARE s bigint := 1;
+BEGIN
+	WHILE s <= total LOOP
+		INSERT INTO narrow SELECT i, (i % 1000)::int, md5(i::text), now()
+		  FROM generate_series(s, least(s + per_txn - 1, total)) i;
+		COMMIT;
+		s := s + per_txn;
+	END LOOP;
+END $$;
+-- A body is its id and 1 MB of random hex, which pglz leaves uncompressed, as it would a
+-- document or an image: every copy of it (WAL, table, audit row) is the full megabyte.
+CREATE PROCEDURE gen_toasty(total int, per_txn int) LANGUAGE plpgsql AS $$
+DECLARE s int := 1; block text;
+BEGIN
+	SELECT string_agg(md5(random()::text), '') INTO block FROM generate_series(1, 32768);
+	WHILE s <= total LOOP
+		INSERT INTO toasty SELECT i, 0, i || ':' || block
+		  FROM generate_series(s, least(s + per_txn - 1, total)) i;
+		COMMIT;
+		s := s + per_txn;
+	END LOOP;
+END $$;
+"""
+
+# The lag test's transaction: one account update as in pgbench's TPC-B-like script (REPLICA
+# IDENTITY FULL, so the old row travels too) and one probe row. Light enough that this 2-core
+# machine sustains 2,000 tps with a consumer streaming beside it.
+LAG_SCRIPT = """\\set aid random(1, 100000 * :scale)
+\\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+INSERT INTO lag_probe (aid) VALUES (:aid);
+END;
+"""
+
+
+def log(msg):
+    """A progress line on stderr, so stdout keeps the result tables."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def lsn_int(text):
+    """An LSN 'X/Y' as an integer."""
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+class Db:
+    """One autocommit connection with small query helpers."""
+
+    def __init__(self, host, port, dbname):
+        self.dsn = "host=%s port=%d dbname=%s user=postgres" % (host, port, dbname)
+        self.conn = psycopg.connect(self.dsn, autocommit=True)
+
+    def run(self, sql, params=None):
+        """Executes sql; returns all rows when it returns any."""
+        with self.conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+
+    def one(self, sql, params=None):
+        """The first column of the first row, or None."""
+        rows = self.run(sql, params)
+        return rows[0][0] if rows else None
+
+    def close(self):
+        self.conn.close()
+
+
+def proc_cpu_us(pid):
+    """User plus system CPU time of a process in µs, or None when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1_000_000 // CLOCK_TICKS
+
+
+def proc_memory_kb(pid):
+    """VmHWM and RssAnon of a process in kB, or None when it is gone."""
+    out = {}
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmHWM", "RssAnon"):
+                    out[key] = int(value.split()[0])
+    except OSError:
+        return None
+    return out
+
+
+class Sampler(threading.Thread):
+    """Samples CPU time and memory of the watched processes every POLL seconds.
+
+    Processes exit at the end of a run (a walsender when its client leaves), so the last sample
+    is the figure used. RssAnon (private memory) is tracked as a sampled peak; VmHWM also counts
+    the shared buffers a backend has touched.
+    """
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.pids, self.cpu_us, self.hwm_kb, self.anon_peak_kb, self.restarts = {}, {}, {}, {}, {}
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+
+    def watch(self, role, pid):
+        """Starts sampling pid as role (a new pid for a role counts as a restart, its CPU added)."""
+        with self.lock:
+            old = self.pids.get(role)
+            if old == pid:
+                return
+            if old is not None:
+                self.restarts[role] = self.restarts.get(role, 0) + 1
+                self.cpu_us[role + "_done"] = self.cpu_us.get(role + "_done", 0) + self.cpu_us.get(role, 0)
+                self.cpu_us[role] = 0
+            self.pids[role] = pid
+        self.sample()
+
+    def sample(self):
+        """Reads /proc once for every watched process."""
+        with self.lock:
+            for role, pid in self.pids.items():
+                cpu, mem = proc_cpu_us(pid), proc_memory_kb(pid)
+                if cpu is not None:
+                    self.cpu_us[role] = cpu
+                if mem:
+                    self.hwm_kb[role] = max(self.hwm_kb.get(role, 0), mem.get("VmHWM", 0))
+                    self.anon_peak_kb[role] = max(self.anon_peak_kb.get(role, 0), mem.get("RssAnon", 0))
+
+    def total_cpu_us(self, role):
+        """CPU time of role over all its processes, or None when none was seen."""
+        if role not in self.pids:
+            return None
+        return self.cpu_us.get(role, 0) + self.cpu_us.get(role + "_done", 0)
+
+    def run(self):
+        while not self.halt.wait(POLL):
+            self.sample()
+
+    def stop(self):
+        self.sample()
+        self.halt.set()
+        self.join()
+
+
+class ClientConsumer:
+    """A consumer that is a client process (pg_recvlogical, the prototype): done when it exits."""
+
+    def __init__(self, argv, out_prefix):
+        self.stdout = open(out_prefix + ".out", "w+")
+        self.stderr = open(out_prefix + ".err", "w+")
+        self.proc = subprocess.Popen(argv, stdout=self.stdout, stderr=self.stderr)
+        self.exit_time = self.status = self.rusage = None
+        self.waiter = threading.Thread(target=self._wait, daemon=True)
+        self.waiter.start()
+
+    def _wait(self):
+        _, status, rusage = os.wait4(self.proc.pid, 0)
+        self.exit_time = time.monotonic()
+        self.status, self.rusage = status, rusage
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+
+    def pid(self):
+        return self.proc.pid
+
+    def done(self, end):
+        if self.exit_time is None:
+            return None
+        if self.proc.returncode != 0:
+            self.stderr.seek(0)
+            raise RuntimeError("exited with %d: %s" % (self.proc.returncode, self.stderr.read()[-2000:]))
+        return self.exit_time
+
+    def kill(self):
+        if self.exit_time is None:
+            self.proc.kill()
+            self.waiter.join(5)
+
+    def finish(self, sampler):
+        """The client's own CPU and peak RSS from its rusage, and what it printed."""
+        self.kill()
+        self.stdout.seek(0)
+        out = self.stdout.read().strip()
+        extra = {}
+        if self.rusage is not None:
+            extra["consumer_cpu_us"] = int((self.rusage.ru_utime + self.rusage.ru_stime) * 1e6)
+            extra["consumer_vmhwm_kb"] = self.rusage.ru_maxrss
+        if out.startswith("{"):
+            extra["client_report"] = json.loads(out.splitlines()[-1])
+        return extra
+
+
+class BuiltinConsumer:
+    """PostgreSQL's own subscription into apply_target on the downstream."""
+
+    def __init__(self, h, name, slot, upstream_conninfo):
+        self.h, self.name = h, name
+        h.target.run("CREATE SUBSCRIPTION %s CONNECTION '%s' PUBLICATION %s WITH (copy_data = false, "
+                     "create_slot = false, slot_name = '%s', enabled = true, streaming = on)"
+                     % (name, upstream_conninfo, PUBLICATION, slot))
+
+    def pid(self):
+        return self.h.target.one("SELECT pid FROM pg_stat_subscription WHERE subname = %s AND relid IS NULL",
+                                 (self.name,))
+
+    def done(self, end):
+        reached = self.h.target.one(
+            "SELECT o.remote_lsn >= %s::pg_lsn FROM pg_replication_origin_status o "
+            "JOIN pg_subscription s ON o.external_id = 'pg_' || s.oid WHERE s.subname = %s", (end, self.name))
+        return time.monotonic() if reached else None
+
+    def live(self):
+        return self.h.target.one("SELECT received_lsn IS NOT NULL FROM pg_stat_subscription "
+                                 "WHERE subname = %s AND relid IS NULL", (self.name,))
+
+    def finish(self, sampler):
+        t = self.h.target
+        t.run("ALTER SUBSCRIPTION %s DISABLE" % self.name)
+        t.run("ALTER SUBSCRIPTION %s SET (slot_name = NONE)" % self.name)
+        t.run("DROP SUBSCRIPTION %s" % self.name)
+        return {}
+
+
+class AuditConsumer:
+    """logical_audit with its default options."""
+
+    def __init__(self, h, name, slot, upstream_conninfo):
+        self.h, self.name = h, name
+        h.audit.run("SELECT logical_audit.create_subscription(name => %s, conninfo => %s, publications => %s, "
+                    "slot_name => %s, create_slot => false)", (name, upstream_conninfo, [PUBLICATION], slot))
+
+    def pid(self):
+        return self.h.audit.one("SELECT pid FROM logical_audit.status WHERE name = %s", (self.name,))
+
+    def done(self, end):
+        row = self.h.audit.run("SELECT coalesce(flushed_lsn >= %s::pg_lsn, false), state, last_error "
+                               "FROM logical_audit.status WHERE name = %s", (end, self.name))
+        if row and row[0][0]:
+            return time.monotonic()
+        return None
+
+    def describe(self):
+        return self.h.audit.run("SELECT state, received_lsn::text, flushed_lsn::text, transactions, changes, "
+                                "last_error FROM logical_audit.status WHERE name = %s", (self.name,))
+
+    def live(self):
+        return self.h.audit.one("SELECT state = 'streaming' FROM logical_audit.status WHERE name = %s",
+                                (self.name,))
+
+    def finish(self, sampler):
+        a = self.h.audit
+        row = a.run("SELECT transactions, changes, last_error FROM logical_audit.status WHERE name = %s",
+                    (self.name,))
+        a.run("SELECT logical_audit.stop(%s)", (self.name,))
+        a.run("SELECT logical_audit.drop_subscription(%s, drop_slot => false)", (self.name,))
+        extra = {}
+        if row:
+            extra["client_report"] = {"transactions": row[0][0], "rows": row[0][1], "last_error": row[0][2]}
+        return extra
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.cfg = MODES[args.mode]
+        self.pg_bin = args.pg_bin
+        self.up_conninfo = "host=%s port=%d dbname=bench user=postgres" % (args.host, args.up_port)
+        self.results, self.lag_results, self.errors = [], [], []
+        self.consumers = [c for c in args.consumers.split(",") if c]
+        self.only = set(args.only.split(",")) if args.only else None
+        self.logdir = os.path.join(args.out_dir, "logs")
+        os.makedirs(self.logdir, exist_ok=True)
+
+    # ---- setup -----------------------------------------------------------------------------
+    def pgbench(self, port, dbname, *extra, env_options=None):
+        """Runs pgbench as a client of one cluster; returns its output."""
+        env = dict(os.environ)
+        if env_options:
+            env["PGOPTIONS"] = env_options
+        argv = [os.path.join(self.pg_bin, "pgbench"), "-h", self.args.host, "-p", str(port), "-U", "postgres",
+                *extra, dbname]
+        res = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError("pgbench %s failed: %s" % (" ".join(extra), res.stderr[-2000:]))
+        return res.stdout + res.stderr
+
+    def setup(self):
+        a = self.args
+        log("== setup: databases, tables, pgbench scale %d on both sides, publication" % PGBENCH_SCALE)
+        Db(a.host, a.up_port, "postgres").run("CREATE DATABASE bench")
+        Db(a.host, a.down_port, "postgres").run("CREATE DATABASE apply_target")
+        self.up = Db(a.host, a.up_port, "bench")
+        self.upmon = Db(a.host, a.up_port, "bench")  # polled while a consumer runs
+        self.target = Db(a.host, a.down_port, "apply_target")
+        self.audit = Db(a.host, a.down_port, "postgres")
+        self.up.run(SCHEMA)
+        self.up.run(GENERATORS)
+        self.up.run("CREATE EXTENSION pg_walinspect")
+        self.target.run(SCHEMA)
+        self.target.run("CREATE EXTENSION pg_walinspect")
+        for port, db in ((a.up_port, "bench"), (a.down_port, "apply_target")):
+            self.pgbench(port, db, "-i", "-q", "-I", "dtgp", "-s", str(PGBENCH_SCALE))
+        for t in ("pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"):
+            self.up.run("ALTER TABLE %s REPLICA IDENTITY FULL" % t)
+        self.up.run("CREATE PUBLICATION %s FOR ALL TABLES" % PUBLICATION)
+        self.audit.run("CREATE EXTENSION logical_audit")
+        self.audit.run("CREATE EXTENSION pg_walinspect")
+        self.lag_script = os.path.join(self.logdir, "lag_probe.pgbench")
+        with open(self.lag_script, "w") as f:
+            f.write(LAG_SCRIPT)
+
+    # ---- workloads ---------------------------------------------------------------------------
+    def workloads(self):
+        """(name, rows, tables to empty first, generator, upstream settings) per workload."""
+        c = self.cfg
+        n1, n3, tx2 = c["w1_rows"], c["w3_rows"], c["w2_tx"]
+        sync_off = "SET synchronous_commit = off"
+        gen_w1 = lambda per: lambda: self.up.run(sync_off) or self.up.run("CALL gen_narrow(%s, %s)", (n1, per))
+
+        def gen_w2():
+            self.pgbench(self.args.up_port, "bench", "-n", "-c", "2", "-j", "2", "-t", str(tx2),
+                         env_options="-c synchronous_commit=off")
+
+        def gen_w3():
+            self.up.run(sync_off)
+            self.up.run("CALL gen_toasty(%s, 10)", (n3,))
+            for _ in range(W3_UPDATE_ROUNDS):
+                self.up.run("UPDATE toasty SET n = n + 1")
+
+        def gen_w4():
+            self.up.run(sync_off)
+            self.up.run("CALL gen_narrow(%s, %s)", (c["w4_rows"], c["w4_rows"]))
+
+        runs = c["w1_runs"]
+        return [
+            ("W1-1txn", n1, ["narrow"], gen_w1(n1), {}, runs),
+            ("W1-1000", n1, ["narrow"], gen_w1(1000), {}, runs),
+            ("W1-1row", n1, ["narrow"], gen_w1(1), {}, runs),
+            ("W2", tx2 * 2 * 4, [], gen_w2, {}, 1),
+            ("W3", n3 * (1 + W3_UPDATE_ROUNDS), ["toasty"], gen_w3, {}, 1),
+            ("W4", c["w4_rows"], ["narrow"], gen_w4, {"logical_decoding_work_mem": "64kB"}, 1),
+        ]
+
+    def checkpoint_both(self):
+        self.up.run("CHECKPOINT")
+        self.audit.run("CHECKPOINT")
+
+    def end_of_last_commit(self, start):
+        """The end LSN of the last commit record written since start (nothing else commits)."""
+        flush = self.up.one("SELECT pg_current_wal_flush_lsn()::text")
+        for window in (1 << 20, 64 << 20, None):
+            lo = start if window is None else self.up.one(
+                "SELECT greatest(%s::pg_lsn, %s::pg_lsn - %s)::text", (start, flush, window))
+            end = self.up.one(
+                "SELECT end_lsn::text FROM pg_get_wal_records_info(%s, %s) WHERE resource_manager = 'Transaction' "
+                "AND record_type = 'COMMIT' ORDER BY start_lsn DESC LIMIT 1", (lo, flush))
+            if end:
+                return end
+        raise RuntimeError("no commit record between %s and %s" % (start, flush))
+
+    def set_upstream(self, settings):
+        """ALTER SYSTEM for the given settings (None resets them) and reloads the upstream."""
+        for key, value in settings.items():
+            if value is None:
+                self.up.run("ALTER SYSTEM RESET %s" % key)
+            else:
+                self.up.run("ALTER SYSTEM SET %s = '%s'" % (key, value))
+        self.up.run("SELECT pg_reload_conf()")
+        time.sleep(0.2)
+
+    def drop_slot(self, slot):
+        """Drops an upstream slot once no walsender holds it."""
+        deadline = time.monotonic() + 30
+        while True:
+            row = self.up.run("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+            if not row:
+                return
+            if row[0][0] is None:
+                self.up.run("SELECT pg_drop_replication_slot(%s)", (slot,))
+                return
+            if time.monotonic() > deadline:
+                self.up.run("SELECT pg_terminate_backend(%s)", (row[0][0],))
+            time.sleep(0.1)
+
+    def run_workload(self, name, rows, tables, generate, settings, run):
+        log("== %s run %d: %d rows" % (name, run, rows))
+        for t in tables:
+            self.up.run("TRUNCATE %s" % t)
+        self.checkpoint_both()
+        slots = {c: "bench_%s" % c for c in self.consumers}
+        for slot in slots.values():
+            self.up.run("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+        start = self.up.one("SELECT pg_current_wal_lsn()::text")
+        t0 = time.monotonic()
+        generate()
+        gen_s = time.monotonic() - t0
+        self.up.run("CHECKPOINT")  # flushes the WAL and keeps a checkpoint out of the measurements
+        end = self.end_of_last_commit(start)
+        wal_bytes = lsn_int(end) - lsn_int(start)
+        self.current_rows, self.current_wal = rows, wal_bytes
+        log("   generated in %.1f s; WAL %s .. %s (%.1f MB)" % (gen_s, start, end, wal_bytes / 1e6))
+        if settings:
+            self.set_upstream(settings)
+        try:
+            for c in self.consumers:
+                res = dict(workload=name, run=run, consumer=CONSUMERS[c], rows=rows, wal_bytes=wal_bytes,
+                           start_lsn=start, end_lsn=end, generate_s=round(gen_s, 3))
+                try:
+                    res.update(self.measure(c, name, run, slots[c], end, tables))
+                    log("   %-21s %8.2f s %12s rows/s" % (res["consumer"], res["seconds"],
+                                                          "{:,.0f}".format(res["rows_per_s"])))
+                except Exception as e:  # one failing consumer must not end the run
+                    res["error"] = str(e)[-2000:]
+                    self.errors.append("%s run %d %s: %s" % (name, run, CONSUMERS[c], res["error"]))
+                    log("   %-21s FAILED: %s" % (CONSUMERS[c], res["error"]))
+                self.results.append(res)
+        finally:
+            if settings:
+                self.set_upstream({k: None for k in settings})
+            for slot in slots.values():
+                self.drop_slot(slot)
+
+    # ---- one consumer ------------------------------------------------------------------------
+    def start_consumer(self, c, tag, slot, end):
+        a = self.args
+        if c == "a":
+            argv = [os.path.join(self.pg_bin, "pg_recvlogical"), "-h", a.host, "-p", str(a.up_port), "-U", "postgres",
+                    "-d", "bench", "--slot", slot, "--start", "--no-loop", "-f", "/dev/null", "--endpos", end,
+                    "-o", "proto_version=1", "-o", "publication_names=" + PUBLICATION]
+            return ClientConsumer(argv, os.path.join(self.logdir, tag + "_a"))
+        if c == "c":
+            argv = ["/usr/bin/python3", os.path.join(HERE, "prototype_consumer.py"), "--seed", a.seed,
+                    "--dsn", self.up_conninfo, "--slot", slot, "--publication", PUBLICATION, "--end", end]
+            return ClientConsumer(argv, os.path.join(self.logdir, tag + "_c"))
+        name = "bench_%s_%s" % (c, tag.lower().replace("-", "_"))
+        if c == "b":
+            return BuiltinConsumer(self, name, slot, self.up_conninfo)
+        return AuditConsumer(self, name, slot, self.up_conninfo)
+
+    def prepare_downstream(self, c, tables):
+        if c == "b":
+            for t in tables:
+                self.target.run("TRUNCATE %s" % t)
+        if c == "d":
+            self.audit.run("TRUNCATE logical_audit.change, logical_audit.transaction, logical_audit.message")
+        self.audit.run("CHECKPOINT")
+
+    def measure(self, c, name, run, slot, end, tables):
+        """Runs consumer c from its slot to end; returns its metrics."""
+        self.prepare_downstream(c, tables)
+        sampler = Sampler()
+        sampler.start()
+        t0 = time.monotonic()
+        consumer = self.start_consumer(c, "%s_%d" % (name, run), slot, end)
+        deadline = t0 + self.cfg["timeout"]
+        ws_pid = None
+        try:
+            while True:
+                if ws_pid is None:
+                    ws_pid = self.upmon.one("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                                            (slot,))
+                    if ws_pid:
+                        sampler.watch("walsender", ws_pid)
+                pid = consumer.pid()
+                if pid:
+                    sampler.watch("consumer", pid)
+                t1 = consumer.done(end)
+                if t1:
+                    break
+                if time.monotonic() > deadline:
+                    state = consumer.describe() if hasattr(consumer, "describe") else ""
+                    raise RuntimeError("did not reach %s within %d s %s" % (end, self.cfg["timeout"], state))
+                time.sleep(POLL)
+        finally:
+            sampler.stop()
+            extra = consumer.finish(sampler)
+        seconds = t1 - t0
+        rows = self.current_rows
+        out = dict(seconds=round(seconds, 3), rows_per_s=rows / seconds,
+                   wal_mb_per_s=self.current_wal / 1e6 / seconds,
+                   walsender_cpu_us=sampler.total_cpu_us("walsender"),
+                   consumer_cpu_us=sampler.total_cpu_us("consumer"),
+                   consumer_vmhwm_kb=sampler.hwm_kb.get("consumer"),
+                   consumer_anon_peak_kb=sampler.anon_peak_kb.get("consumer"),
+                   consumer_restarts=sampler.restarts.get("consumer", 0))
+        out.update({k: v for k, v in extra.items() if v is not None})
+        report = out.pop("client_report", None)
+        if report:
+            out["counted_rows"] = report.get("rows")
+            if report.get("last_error"):
+                out["last_error"] = report["last_error"]
+            if out["counted_rows"] != rows:
+                self.errors.append("%s run %d %s: counted %s rows, expected %d"
+                                   % (name, run, CONSUMERS[c], out["counted_rows"], rows))
+        for key in ("walsender_cpu_us", "consumer_cpu_us"):
+            if out.get(key) is not None:
+                out[key.replace("_us", "_us_per_row")] = out[key] / rows
+        return out
+
+    # ---- lag under a steady load ----------------------------------------------------------------
+    def lag_test(self, c):
+        seconds = self.cfg["lag_s"]
+        log("== lag: %s streaming live, pgbench -R %d -T %d" % (CONSUMERS[c], LAG_RATE, seconds))
+        self.up.run("TRUNCATE lag_probe")
+        self.prepare_downstream(c, ["lag_probe"])
+        self.up.run("CHECKPOINT")
+        slot = "bench_lag_%s" % c
+        self.up.run("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+        consumer = self.start_consumer(c, "lag", slot, None)
+        try:
+            deadline = time.monotonic() + 30
+            while not consumer.live():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("%s did not start streaming" % CONSUMERS[c])
+                time.sleep(0.1)
+            start = self.up.one("SELECT pg_current_wal_lsn()::text")
+            down_start = self.audit.one("SELECT pg_current_wal_lsn()::text")
+            out = self.pgbench(self.args.up_port, "bench", "-n", "-c", "4", "-j", "2", "-R", str(LAG_RATE),
+                               "-T", str(seconds), "-D", "scale=%d" % PGBENCH_SCALE, "-f", self.lag_script)
+            end = self.end_of_last_commit(start)
+            deadline = time.monotonic() + self.cfg["timeout"]
+            while not consumer.done(end):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("did not catch up to %s" % end)
+                time.sleep(POLL)
+            lags = self.collect_lags(c, down_start)
+        finally:
+            consumer.finish(None)
+            self.drop_slot(slot)
+        lines = [l.strip() for l in out.splitlines() if l.startswith("tps") or "latency average" in l]
+        tps = [float(l.split()[2]) for l in lines if l.startswith("tps")]
+        res = dict(consumer=CONSUMERS[c], seconds=seconds, rate=LAG_RATE, tps=tps[0] if tps else None,
+                   transactions=len(lags), pgbench=" / ".join(lines))
+        if lags:
+            lags.sort()
+            pick = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]
+            res.update(p50_ms=round(pick(0.50) * 1e3, 2), p99_ms=round(pick(0.99) * 1e3, 2),
+                       max_ms=round(lags[-1] * 1e3, 2))
+        log("   %s" % json.dumps(res))
+        self.lag_results.append(res)
+
+    def local_commits_sql(self, start, end):
+        """A query of (xid, local commit time) for the downstream's commits between two of its LSNs.
+
+        A commit record carries the local commit time first in its description; the commit
+        timestamp (pg_xact_commit_timestamp) of a replicated transaction is the upstream's.
+        """
+        return ("SELECT xid, split_part(description, ';', 1)::timestamptz AS local_commit "
+                "FROM pg_get_wal_records_info('%s', '%s') WHERE resource_manager = 'Transaction' "
+                "AND record_type = 'COMMIT'" % (start, end))
+
+    def collect_lags(self, c, down_start):
+        """Seconds from each upstream commit to the local commit of what the consumer wrote for it."""
+        down_end = self.audit.one("SELECT pg_current_wal_insert_lsn()::text")
+        deadline = time.monotonic() + 10
+        while not self.audit.one("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", (down_end,)):
+            if time.monotonic() > deadline:  # the WAL writer flushes within wal_writer_delay
+                raise RuntimeError("the downstream did not flush its WAL to %s" % down_end)
+            time.sleep(0.05)
+        commits = self.local_commits_sql(down_start, down_end)
+        if c == "d":
+            rows = self.audit.run("WITH c AS (%s) SELECT extract(epoch FROM c.local_commit - t.commit_time)::float8 "
+                                  "FROM logical_audit.transaction t JOIN c ON c.xid = t.xmin "
+                                  "WHERE t.change_count > 0" % commits)
+            return [r[0] for r in rows]
+        upstream = dict(self.up.run("SELECT id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 "
+                                    "FROM lag_probe"))
+        applied = self.target.run("WITH c AS (%s) SELECT p.id, extract(epoch FROM c.local_commit)::float8 "
+                                  "FROM lag_probe p JOIN c ON c.xid = p.xmin" % commits)
+        return [t - upstream[i] for i, t in applied if i in upstream]
+
+    # ---- the whole run -------------------------------------------------------------------------
+    def run(self):
+        self.setup()
+        for name, rows, tables, generate, settings, runs in self.workloads():
+            if self.only and name not in self.only:
+                continue
+            for run in range(1, runs + 1):
+                self.run_workload(name, rows, tables, generate, settings, run)
+        if not self.only or "lag" in self.only:
+            for c in ("b", "d"):
+                if c in self.consumers:
+                    try:
+                        self.lag_test(c)
+                    except Exception as e:
+                        self.errors.append("lag %s: %s" % (CONSUMERS[c], e))
+                        log("   lag %s FAILED: %s" % (CONSUMERS[c], e))
+
+
+def interrupted(signum, frame):
+    """SIGTERM (run.sh's cleanup) ends the run through the report of what was measured."""
+    raise KeyboardInterrupt("terminated")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=sorted(MODES), default="full")
+    p.add_argument("--host", required=True, help="socket directory of both clusters")
+    p.add_argument("--up-port", type=int, required=True)
+    p.add_argument("--down-port", type=int, required=True)
+    p.add_argument("--seed", required=True, help="the prototype's seed_consumer.py")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--pg-bin", required=True)
+    p.add_argument("--work", help="the clusters' directory (for the record)")
+    p.add_argument("--only", help="comma-separated workloads to run (W1-1txn,W1-1000,W1-1row,W2,W3,W4,lag)")
+    p.add_argument("--consumers", default="a,b,c,d", help="comma-separated consumers among a,b,c,d")
+    args = p.parse_args()
+    h = Harness(args)
+    started = time.time()
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        h.run()
+    except KeyboardInterrupt:
+        h.errors.append("interrupted: the run is incomplete")
+    finally:
+        import report
+        report.write_all(h, args, started)
+    sys.exit(1 if h.errors else 0)
+
+
+if __name__ == "__main__":
+    sys.dont_write_bytecode = True  # leave the repository's bench/ as it is
+    sys.path.insert(0, HERE)
+    main()
