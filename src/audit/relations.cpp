@@ -6,6 +6,7 @@
 // kind needs one. Everything is palloc'd or a plain struct: an ERROR's longjmp abandons nothing.
 #include "audit/relations.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string_view>
@@ -118,6 +119,7 @@ JsonKind kind_of(Oid base) {
 	case INT2OID:
 	case INT4OID:
 	case INT8OID:
+		return JsonKind::Integer;
 	case NUMERICOID:
 		return JsonKind::Number;
 	case FLOAT4OID:
@@ -157,6 +159,7 @@ void bind_to_jsonb(AuditColumn &column, MemoryContext context) {
 void prepare_column(const Relations *relations, AuditColumn &column, const po::RelationColumn &c,
                     MemoryContext context) {
 	column.name = copy_name(c.name);
+	column.name_len = static_cast<int>(strlen(column.name));
 	column.key = c.is_key();
 	column.upstream_type = c.type;
 	column.typmod = c.typmod;
@@ -172,6 +175,35 @@ void prepare_column(const Relations *relations, AuditColumn &column, const po::R
 		bind_to_jsonb(column, context);
 }
 
+// Whether jsonb orders key a before key b: shorter first, then bytewise, as jsonb objects store them.
+bool key_before(const AuditColumn &a, const AuditColumn &b) {
+	if (a.name_len != b.name_len)
+		return a.name_len < b.name_len;
+	return memcmp(a.name, b.name, a.name_len) < 0;
+}
+
+// Whether a column's values convert to jsonb scalars (not nested documents).
+bool converts_to_scalar(const AuditColumn &column) {
+	return column.kind != JsonKind::Json && column.kind != JsonKind::Generic;
+}
+
+// Sorts the columns in jsonb key order and decides whether rows can be built directly in it: only
+// scalars, and no two columns of the same name (a malformed Relation message could send that).
+void order_keys(AuditRelation *rel) {
+	rel->key_order = static_cast<int *>(palloc(sizeof(int) * Max(rel->ncolumns, 1)));
+	for (int i = 0; i < rel->ncolumns; i++)
+		rel->key_order[i] = i;
+	const AuditColumn *columns = rel->columns;
+	std::sort(rel->key_order, rel->key_order + rel->ncolumns,
+	          [columns](int a, int b) { return key_before(columns[a], columns[b]); });
+	rel->scalar = true;
+	for (int i = 0; i < rel->ncolumns; i++) {
+		const AuditColumn &column = columns[rel->key_order[i]];
+		if (!converts_to_scalar(column) || (i > 0 && !key_before(columns[rel->key_order[i - 1]], column)))
+			rel->scalar = false;
+	}
+}
+
 // Builds a relation, with its columns, in context.
 AuditRelation *build_relation(const Relations *relations, const po::Relation &message, MemoryContext context) {
 	MemoryContext old = MemoryContextSwitchTo(context);
@@ -179,12 +211,15 @@ AuditRelation *build_relation(const Relations *relations, const po::Relation &me
 	rel->relation_id = message.relation_id;
 	rel->nspname = copy_namespace(message.nspname);
 	rel->relname = copy_name(message.relname);
+	rel->nspname_text = CStringGetTextDatum(rel->nspname);
+	rel->relname_text = CStringGetTextDatum(rel->relname);
 	rel->replica_identity = static_cast<char>(message.replica_identity);
 	rel->ncolumns = message.columns.size();
 	rel->columns = static_cast<AuditColumn *>(palloc0(sizeof(AuditColumn) * Max(rel->ncolumns, 1)));
 	int i = 0;
 	for (po::RelationColumn c : message.columns)
 		prepare_column(relations, rel->columns[i++], c, context);
+	order_keys(rel);
 	MemoryContextSwitchTo(old);
 	return rel;
 }
@@ -237,19 +272,105 @@ JsonbValue float_value(Oid type, const char *text) {
 }
 
 // A boolean from boolout's "t" or "f" (other spellings through boolin).
-JsonbValue bool_value(std::string_view text, const char *cstring) {
+JsonbValue bool_value(std::string_view text) {
 	JsonbValue v;
 	v.type = jbvBool;
 	if (text == "t" || text == "f")
 		v.val.boolean = text == "t";
 	else
-		v.val.boolean = DatumGetBool(DirectFunctionCall1(boolin, CStringGetDatum(cstring)));
+		v.val.boolean = DatumGetBool(DirectFunctionCall1(boolin, CStringGetDatum(pnstrdup(text.data(), text.size()))));
 	return v;
 }
 
+// An integer column's value: int2/4/8 output is an optional '-' and digits, read here directly (at
+// most 18 digits cannot overflow); anything else goes through numeric_in.
+JsonbValue integer_value(std::string_view text) {
+	size_t i = !text.empty() && text[0] == '-' ? 1 : 0;
+	size_t digits = text.size() - i;
+	int64 value = 0;
+	bool plain = digits >= 1 && digits <= 18;
+	for (; plain && i < text.size(); i++) {
+		plain = text[i] >= '0' && text[i] <= '9';
+		value = value * 10 + (text[i] - '0');
+	}
+	if (!plain)
+		return number_value(pnstrdup(text.data(), text.size()), text.size());
+	JsonbValue v;
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(text[0] == '-' ? -value : value);
+	return v;
+}
+
+// The value of n decimal digits at s, or -1 when one is not a digit.
+int read_digits(const char *s, int n) {
+	int value = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		value = value * 10 + (s[i] - '0');
+	}
+	return value;
+}
+
+// Whether s starts with a valid date "YYYY-MM-DD" of year 1 to 9999, as ISO output writes it.
+bool iso_date(const char *s) {
+	int year = read_digits(s, 4), month = read_digits(s + 5, 2), day = read_digits(s + 8, 2);
+	return s[4] == '-' && s[7] == '-' && year >= 1 && month >= 1 && month <= 12 && day >= 1 &&
+	       day <= day_tab[isleap(year) ? 1 : 0][month - 1];
+}
+
+// The length of "YYYY-MM-DD HH:MM:SS[.ffffff]" at the start of text (as timestamp output writes
+// it in DateStyle ISO), or 0 when text does not start so.
+size_t iso_timestamp_length(std::string_view text) {
+	const char *s = text.data();
+	if (text.size() < 19 || !iso_date(s) || s[10] != ' ' || s[13] != ':' || s[16] != ':')
+		return 0;
+	int hour = read_digits(s + 11, 2), minute = read_digits(s + 14, 2), second = read_digits(s + 17, 2);
+	if (hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59)
+		return 0;
+	size_t end = 19;
+	if (end < text.size() && s[end] == '.') {
+		size_t digits = 0;
+		while (end + 1 + digits < text.size() && digits < 7 && s[end + 1 + digits] >= '0' && s[end + 1 + digits] <= '9')
+			digits++;
+		if (digits == 0 || digits > 6)
+			return 0;
+		end += 1 + digits;
+	}
+	return end;
+}
+
+// The ISO 8601 form to_jsonb gives a date or timestamp, written directly from the upstream's ISO
+// text when it has the plain form (dates of years 1 to 9999, timestamptz at UTC): the date as it
+// is, a 'T' between date and time, "+00:00" for the UTC offset. False when the text has another
+// form (infinity, BC, another offset): the caller parses it then.
+bool iso_datetime_value(Oid type, std::string_view text, JsonbValue *v) {
+	if (type == DATEOID) {
+		if (text.size() != 10 || !iso_date(text.data()))
+			return false;
+		*v = string_value(text.data(), text.size()); // the message outlives the row's construction
+		return true;
+	}
+	size_t length = iso_timestamp_length(text);
+	bool utc = type == TIMESTAMPTZOID && length + 3 == text.size() && text.substr(length) == "+00";
+	if (length == 0 || (length != text.size() && !utc))
+		return false;
+	char *out = static_cast<char *>(palloc(length + 7));
+	memcpy(out, text.data(), length);
+	out[10] = 'T';
+	if (utc)
+		memcpy(out + length, "+00:00", 6);
+	*v = string_value(out, length + (utc ? 6 : 0));
+	return true;
+}
+
 // A date or timestamp in to_jsonb's ISO 8601 form; timestamptz at UTC.
-JsonbValue datetime_value(const AuditColumn &column, char *text) {
-	Datum value = InputFunctionCall(const_cast<FmgrInfo *>(&column.input), text, column.input_ioparam, -1);
+JsonbValue datetime_value(const AuditColumn &column, std::string_view text) {
+	JsonbValue v;
+	if (iso_datetime_value(column.base_type, text, &v))
+		return v;
+	Datum value = InputFunctionCall(const_cast<FmgrInfo *>(&column.input), pnstrdup(text.data(), text.size()),
+	                                column.input_ioparam, -1);
 	char *out = JsonEncodeDateTime(nullptr, value, column.base_type, &kUtcOffset);
 	return string_value(out, strlen(out));
 }
@@ -274,22 +395,23 @@ JsonbValue generic_value(const AuditColumn &column, char *text) {
 // The jsonb value of a column's text, as to_jsonb gives it upstream.
 JsonbValue text_to_value(const AuditColumn &column, std::string_view text) {
 	pg_verifymbstr(text.data(), static_cast<int>(text.size()), false);
-	if (column.kind == JsonKind::String)
-		return string_value(text.data(), text.size()); // the message outlives the row's construction
-	char *cstring = pnstrdup(text.data(), text.size());
 	switch (column.kind) {
+	case JsonKind::String:
+		return string_value(text.data(), text.size()); // the message outlives the row's construction
 	case JsonKind::Bool:
-		return bool_value(text, cstring);
+		return bool_value(text);
+	case JsonKind::Integer:
+		return integer_value(text);
 	case JsonKind::Number:
-		return number_value(cstring, text.size());
+		return number_value(pnstrdup(text.data(), text.size()), text.size());
 	case JsonKind::Float:
-		return float_value(column.base_type, cstring);
+		return float_value(column.base_type, pnstrdup(text.data(), text.size()));
 	case JsonKind::DateTime:
-		return datetime_value(column, cstring);
+		return datetime_value(column, text);
 	case JsonKind::Json:
-		return nested_value(DirectFunctionCall1(jsonb_in, CStringGetDatum(cstring)));
+		return nested_value(DirectFunctionCall1(jsonb_in, CStringGetDatum(pnstrdup(text.data(), text.size()))));
 	default:
-		return generic_value(column, cstring);
+		return generic_value(column, pnstrdup(text.data(), text.size()));
 	}
 }
 
@@ -312,9 +434,8 @@ void check_tuple_size(const AuditRelation *relation, const po::TupleData &tuple)
 	                errdetail("The relation's last Relation message announced %d columns.", relation->ncolumns)));
 }
 
-// Pushes "name": value for one sent column into the object under construction.
-void push_column(JsonbParseState **state, const AuditRelation *relation, const AuditColumn &column,
-                 const po::ColumnValue &c) {
+// The jsonb value of one sent column (text or NULL).
+JsonbValue column_value(const AuditRelation *relation, const AuditColumn &column, const po::ColumnValue &c) {
 	JsonbValue value;
 	if (c.kind == po::ColumnKind::Null)
 		value.type = jbvNull;
@@ -322,7 +443,14 @@ void push_column(JsonbParseState **state, const AuditRelation *relation, const A
 		value = text_to_value(column, c.data);
 	else
 		reject_binary(relation, column);
-	JsonbValue key = string_value(column.name, strlen(column.name));
+	return value;
+}
+
+// Pushes "name": value for one sent column into the object under construction.
+void push_column(JsonbParseState **state, const AuditRelation *relation, const AuditColumn &column,
+                 const po::ColumnValue &c) {
+	JsonbValue value = column_value(relation, column, c);
+	JsonbValue key = string_value(column.name, column.name_len);
 	pushJsonbValue(state, WJB_KEY, &key);
 	pushJsonbValue(state, WJB_VALUE, &value);
 }
@@ -386,6 +514,79 @@ const AuditRelation *relations_find(const Relations *relations, po::Oid relation
 	return entry ? entry->relation : nullptr;
 }
 
+namespace {
+
+// Whether a column belongs to the row: a key tuple sends the other columns as NULLs, which are not
+// part of it.
+bool in_row(const AuditColumn &column, bool key_only) {
+	return !key_only || column.key;
+}
+
+// The object of a row through pushJsonbValue, which sorts keys and unpacks nested documents.
+JsonbValue *pushed_object(const AuditRelation *relation, const po::TupleData &tuple, bool key_only,
+                          ConversionPlace &place) {
+	JsonbParseState *state = nullptr;
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, nullptr);
+	const AuditColumn *column = relation->columns;
+	for (po::ColumnValue c : tuple) {
+		place.column = column;
+		if (in_row(*column, key_only) && c.kind != po::ColumnKind::UnchangedToast)
+			push_column(&state, relation, *column, c);
+		column++;
+	}
+	return pushJsonbValue(&state, WJB_END_OBJECT, nullptr);
+}
+
+// The object of a row of scalars: values converted in column order (so that an error names the
+// first bad column), then their pairs written directly in key order (no sort, no copy).
+JsonbValue *scalar_object(const AuditRelation *relation, const po::TupleData &tuple, bool key_only,
+                          ConversionPlace &place) {
+	int n = Max(relation->ncolumns, 1);
+	auto *values = static_cast<JsonbValue *>(palloc(sizeof(JsonbValue) * n));
+	bool *present = static_cast<bool *>(palloc(sizeof(bool) * n));
+	int i = 0;
+	for (po::ColumnValue c : tuple) {
+		const AuditColumn &column = relation->columns[i];
+		present[i] = in_row(column, key_only) && c.kind != po::ColumnKind::UnchangedToast;
+		place.column = &column;
+		if (present[i])
+			values[i] = column_value(relation, column, c);
+		i++;
+	}
+	auto *pairs = static_cast<JsonbPair *>(palloc(sizeof(JsonbPair) * n));
+	int npairs = 0;
+	for (int k = 0; k < relation->ncolumns; k++) {
+		int index = relation->key_order[k];
+		if (!present[index])
+			continue;
+		const AuditColumn &column = relation->columns[index];
+		pairs[npairs].key = string_value(column.name, column.name_len);
+		pairs[npairs].value = values[index];
+		pairs[npairs].order = npairs;
+		npairs++;
+	}
+	auto *object = static_cast<JsonbValue *>(palloc(sizeof(JsonbValue)));
+	object->type = jbvObject;
+	object->val.object.nPairs = npairs;
+	object->val.object.pairs = pairs;
+	return object;
+}
+
+// The names of the row's columns that were not sent (unchanged TOAST), as a text[], or 0 when none.
+Datum unsent_columns(const AuditRelation *relation, const po::TupleData &tuple, bool key_only) {
+	Datum *unsent = nullptr;
+	int nunsent = 0;
+	const AuditColumn *column = relation->columns;
+	for (po::ColumnValue c : tuple) {
+		if (in_row(*column, key_only) && c.kind == po::ColumnKind::UnchangedToast)
+			add_unsent(unsent, nunsent, relation, *column);
+		column++;
+	}
+	return nunsent ? names_array(unsent, nunsent) : (Datum)0;
+}
+
+} // namespace
+
 Datum tuple_to_jsonb(const AuditRelation *relation, const po::TupleData &tuple, bool key_only, Datum *unchanged_toast,
                      bool *unchanged_isnull) {
 	ConversionPlace place{relation, nullptr};
@@ -396,27 +597,12 @@ Datum tuple_to_jsonb(const AuditRelation *relation, const po::TupleData &tuple, 
 	error_context_stack = &callback;
 
 	check_tuple_size(relation, tuple);
-	JsonbParseState *state = nullptr;
-	Datum *unsent = nullptr;
-	int nunsent = 0;
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, nullptr);
-	const AuditColumn *column = relation->columns;
-	for (po::ColumnValue c : tuple) {
-		place.column = column;
-		// A key tuple sends the other columns as NULLs: they are not part of it.
-		if (!key_only || column->key) {
-			if (c.kind != po::ColumnKind::UnchangedToast)
-				push_column(&state, relation, *column, c);
-			else
-				add_unsent(unsent, nunsent, relation, *column);
-		}
-		column++;
-	}
-	JsonbValue *row = pushJsonbValue(&state, WJB_END_OBJECT, nullptr);
+	JsonbValue *row = relation->scalar ? scalar_object(relation, tuple, key_only, place)
+	                                   : pushed_object(relation, tuple, key_only, place);
+	*unchanged_toast = unsent_columns(relation, tuple, key_only);
+	*unchanged_isnull = *unchanged_toast == (Datum)0;
 
 	error_context_stack = callback.previous;
-	*unchanged_isnull = nunsent == 0;
-	*unchanged_toast = nunsent ? names_array(unsent, nunsent) : PointerGetDatum(nullptr);
 	return JsonbPGetDatum(JsonbValueToJsonb(row));
 }
 

@@ -18,6 +18,7 @@ namespace logical_audit::audit {
 // How a column's text value becomes a jsonb value, decided once per Relation message.
 enum class JsonKind {
 	Bool,     // "t"/"f" -> true/false
+	Integer,  // int2/int4/int8: a JSON number, read without numeric_in
 	Number,   // a JSON number when the text is one, else a string (NaN, Infinity)
 	Float,    // float4/float8: re-printed in shortest form as float*out does by default, then Number
 	Json,     // json/jsonb text parsed and nested
@@ -28,6 +29,7 @@ enum class JsonKind {
 
 struct AuditColumn {
 	char *name;
+	int name_len;
 	bool key;          // part of the replica identity
 	Oid upstream_type; // the type oid as the upstream sent it
 	int32 typmod;
@@ -43,9 +45,13 @@ struct AuditRelation {
 	pgoutput::Oid relation_id;
 	char *nspname;
 	char *relname;
+	Datum nspname_text; // the names as text Datums, for audit rows
+	Datum relname_text;
 	char replica_identity;
 	int ncolumns;
 	AuditColumn *columns;
+	int *key_order; // column indexes in the order of jsonb object keys (shorter first, then bytewise)
+	bool scalar;    // every column converts to a scalar and names are unique: rows skip pushJsonbValue
 };
 
 struct Relations; // opaque: a hash of relations and upstream type names

@@ -1,18 +1,23 @@
-// The batched audit writer: each upstream transaction becomes one local transaction holding its
-// change, message and transaction rows and the replication origin's progress.
+// The batched audit writer: upstream transactions become local transactions holding their change,
+// message and transaction rows and the replication origin's progress. A local transaction may hold
+// several whole upstream transactions (the worker decides when to commit): its origin progress is
+// then the end of the last one, so a restart resumes after exactly what it committed.
 //
-// Rows go straight to the table AM, the way COPY FROM inserts: change rows are buffered in tuple
-// slots and written with table_multi_insert, then their index entries with ExecInsertIndexTuples.
-// No SQL is parsed or planned per row or per transaction. The primary keys are enforced as usual
-// by the unique indexes, so a row written twice is an ERROR, never a silent duplicate; NOT NULL and
-// CHECK constraints are checked per row. Like any direct heap insert this fires no trigger (so a
-// foreign key or a user's trigger on an audit table would not act) and checks no privilege: the
-// worker writes as the extension's owner.
+// Rows go straight to the table AM, the way COPY FROM inserts: change and transaction rows are
+// buffered in tuple slots and written with table_multi_insert, then their index entries with
+// ExecInsertIndexTuples. No SQL is parsed or planned per row or per transaction. The primary keys
+// are enforced as usual by the unique indexes, so a row written twice is an ERROR, never a silent
+// duplicate; NOT NULL and CHECK constraints are checked per row. Like any direct heap insert this
+// fires no trigger (so a foreign key or a user's trigger on an audit table would not act) and
+// checks no privilege: the worker writes as the extension's owner.
 //
-// Per-transaction state (relations, executor state, slots) lives in txn_context and the copied
-// Datums of the buffered rows in batch_context, reset after each batch: memory stays bounded
-// whatever the size of the upstream transaction. After an ERROR the caller aborts the local
-// transaction, which releases locks, pins and snapshots; writer_reset then just forgets them.
+// The slots live as long as the writer, over a copy of each table's tuple descriptor (checked
+// against the table at each local transaction): making and dropping them per transaction would
+// pin and unpin the relation's descriptor in the resource owner once per slot. What a local
+// transaction opens (relations, executor state) lives in txn_context; the Datums of buffered rows
+// in each table's batch context, reset after each batch: memory stays bounded whatever the size of
+// the upstream transactions. After an ERROR the caller aborts the local transaction, which
+// releases locks, pins and snapshots; writer_reset then just forgets them.
 #include <string_view>
 
 #include "audit/writer.hpp"
@@ -88,36 +93,49 @@ struct TableSpec {
 
 const TableSpec kSpecs[kTables] = {
     {"change", kChangeNames, kChangeColumns, kBatchRows},
-    {"transaction", kTransactionNames, kTxnColumns, 1},
+    {"transaction", kTransactionNames, kTxnColumns, kBatchRows},
     {"message", kMessageNames, kMsgColumns, 1},
 };
 
-// One audit table opened for the local transaction, with what inserting into it needs.
+// The slots of an audit table, kept across local transactions. desc is a copy of the table's
+// descriptor, not reference counted, so slots over it pin nothing in a resource owner.
+struct TargetSlots {
+	MemoryContext context; // desc, attindex, the slots and their materialized tuples
+	TupleDesc desc;        // nullptr until built
+	int *attindex;         // attribute index of each of the spec's columns
+	TupleTableSlot **slots;
+	int nslots; // created so far, up to spec.max_slots
+};
+
+// One audit table: its slots, what the open local transaction opened of it, its buffered rows.
 struct Target {
-	Relation rel;           // nullptr when not opened in this local transaction
-	EState *estate;         // for index insertion and constraint checks
-	ResultRelInfo *rri;     // the relation with its open indexes
-	int *attindex;          // attribute index of each of the spec's columns
-	TupleTableSlot **slots; // created on first use, up to spec.max_slots
-	int nslots;
+	TargetSlots s;
+	Relation rel;            // nullptr when not opened in this local transaction
+	EState *estate;          // for index insertion and constraint checks
+	ResultRelInfo *rri;      // the relation with its open indexes
 	BulkInsertState bistate; // only once a full batch was written
+	MemoryContext batch;     // the buffered rows' values
+	int nbuffered;           // rows waiting in the slots
+	Size buffered_bytes;
 };
 
 } // namespace
 
 struct Writer {
 	Datum subscription; // text
+	Datum ops[4];       // INSERT, UPDATE, DELETE, TRUNCATE as text
 	MemoryContext txn_context;
-	MemoryContext batch_context; // the buffered change rows' values
-	MemoryContext row_context;   // the values of a single transaction or message row
-	bool in_transaction;         // between writer_begin and writer_commit
+	MemoryContext row_context; // the values of a single message row
+	bool local_open;           // a local transaction is open
+	bool in_transaction;       // between writer_begin and writer_commit
+	XLogRecPtr progress_lsn;   // origin progress of the open local transaction
+	TimestampTz progress_time;
 	FullTransactionId xid;
 	XLogRecPtr final_lsn;
-	char *origin;      // from an Origin message, or nullptr
-	Datum annotations; // jsonb object, or 0 when none
-	int32 ordinal;     // of the latest change
-	int nbuffered;     // change rows waiting in the change table's slots
-	Size buffered_bytes;
+	TimestampTz audited_at; // when the upstream transaction's Begin arrived
+	char *origin;           // from an Origin message, or nullptr
+	Datum annotations;      // jsonb object, or 0 when none
+	int32 ordinal;          // of the latest change
 	Target targets[kTables];
 };
 
@@ -131,8 +149,7 @@ void misplaced(const char *what, bool in_transaction) {
 }
 
 // Finds the attribute index of each column the writer fills; a missing one is an ERROR.
-int *map_columns(Relation rel, const TableSpec &spec) {
-	TupleDesc desc = RelationGetDescr(rel);
+int *map_columns(TupleDesc desc, const TableSpec &spec) {
 	int *attindex = static_cast<int *>(palloc(sizeof(int) * spec.ncolumns));
 	for (int c = 0; c < spec.ncolumns; c++) {
 		attindex[c] = -1;
@@ -163,6 +180,23 @@ void init_executor(Target *t) {
 	ExecOpenIndices(t->rri, false);
 }
 
+// (Re)builds a table's slots over a copy of its descriptor, when they do not match it (first use,
+// or the table changed since).
+void prepare_slots(Target *t, const TableSpec &spec) {
+	TupleDesc desc = RelationGetDescr(t->rel);
+	if (t->s.desc != nullptr && equalTupleDescs(t->s.desc, desc))
+		return;
+	MemoryContextReset(t->s.context);
+	MemoryContext caller = MemoryContextSwitchTo(t->s.context);
+	t->s.desc = nullptr;
+	t->s.nslots = 0;
+	int *attindex = map_columns(desc, spec);
+	t->s.slots = static_cast<TupleTableSlot **>(palloc0(sizeof(TupleTableSlot *) * spec.max_slots));
+	t->s.attindex = attindex;
+	t->s.desc = CreateTupleDescCopyConstr(desc);
+	MemoryContextSwitchTo(caller);
+}
+
 // The audit table of that kind, opened (by name, in RowExclusiveLock) once per local transaction.
 Target *open_target(Writer *w, TableKind kind) {
 	Target *t = &w->targets[kind];
@@ -177,21 +211,20 @@ Target *open_target(Writer *w, TableKind kind) {
 		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
 		                errmsg("audit table %s.%s is not a plain table", kSchema, spec.name),
 		                errdetail("The audit worker inserts rows directly into the table's heap and indexes.")));
-	t->attindex = map_columns(t->rel, spec);
+	prepare_slots(t, spec);
 	init_executor(t);
-	t->slots = static_cast<TupleTableSlot **>(palloc0(sizeof(TupleTableSlot *) * spec.max_slots));
 	MemoryContextSwitchTo(caller);
 	return t;
 }
 
-// The i-th slot of a table, created on first use in the transaction's context.
-TupleTableSlot *target_slot(Writer *w, Target *t, int i) {
-	if (i == t->nslots) {
-		MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
-		t->slots[t->nslots++] = table_slot_create(t->rel, nullptr);
+// The i-th slot of a table, created on first use in the slots' own context.
+TupleTableSlot *target_slot(Target *t, int i) {
+	if (i == t->s.nslots) {
+		MemoryContext caller = MemoryContextSwitchTo(t->s.context);
+		t->s.slots[t->s.nslots++] = MakeSingleTupleTableSlot(t->s.desc, table_slot_callbacks(t->rel));
 		MemoryContextSwitchTo(caller);
 	}
-	return t->slots[i];
+	return t->s.slots[i];
 }
 
 // Stores a row given in the spec's column order into a slot (unknown columns NULL) and checks
@@ -200,8 +233,8 @@ void store_row(Target *t, TupleTableSlot *slot, int ncolumns, const Datum *value
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 	for (int c = 0; c < ncolumns; c++) {
-		slot->tts_values[t->attindex[c]] = values[c];
-		slot->tts_isnull[t->attindex[c]] = isnull[c];
+		slot->tts_values[t->s.attindex[c]] = values[c];
+		slot->tts_isnull[t->s.attindex[c]] = isnull[c];
 	}
 	ExecStoreVirtualTuple(slot);
 	if (t->rel->rd_att->constr != nullptr) {
@@ -213,33 +246,41 @@ void store_row(Target *t, TupleTableSlot *slot, int ncolumns, const Datum *value
 // Writes the first n slots of a table: heap tuples in one multi-insert, then their index entries
 // (the unique check of the primary key happens here).
 void insert_slots(Target *t, int n) {
-	table_multi_insert(t->rel, t->slots, n, GetCurrentCommandId(true), 0, t->bistate);
+	table_multi_insert(t->rel, t->s.slots, n, GetCurrentCommandId(true), 0, t->bistate);
 	for (int i = 0; i < n; i++) {
-		List *recheck = ExecInsertIndexTuples(t->rri, t->slots[i], t->estate, false, false, nullptr, NIL);
+		List *recheck = ExecInsertIndexTuples(t->rri, t->s.slots[i], t->estate, false, false, nullptr, NIL);
 		list_free(recheck);
 		ResetPerTupleExprContext(t->estate);
-		ExecClearTuple(t->slots[i]);
+		ExecClearTuple(t->s.slots[i]);
 	}
 }
 
-// Inserts the buffered change rows, then frees their memory. A full batch switches the table to a
+// Inserts a table's buffered rows, then frees their memory. A full batch switches the table to a
 // bulk-insert state (a ring of buffers and a pinned target page), as COPY does; small
 // transactions do without, keeping their pages in shared buffers.
-void flush_changes(Writer *w, bool full) {
-	if (w->nbuffered == 0)
+void flush_rows(Writer *w, Target *t, bool full) {
+	if (t->nbuffered == 0)
 		return;
-	Target *t = &w->targets[kChangeTable];
 	if (full && t->bistate == nullptr) {
 		MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
 		t->bistate = GetBulkInsertState();
 		MemoryContextSwitchTo(caller);
 	}
-	MemoryContext caller = MemoryContextSwitchTo(w->batch_context);
-	insert_slots(t, w->nbuffered);
+	MemoryContext caller = MemoryContextSwitchTo(t->batch);
+	insert_slots(t, t->nbuffered);
 	MemoryContextSwitchTo(caller);
-	MemoryContextReset(w->batch_context);
-	w->nbuffered = 0;
-	w->buffered_bytes = 0;
+	MemoryContextReset(t->batch);
+	t->nbuffered = 0;
+	t->buffered_bytes = 0;
+}
+
+// Stores a row (values copied by the caller into the table's batch context) in the next slot of a
+// table and inserts the batch when it is full.
+void buffer_row(Writer *w, Target *t, int ncolumns, const Datum *values, const bool *isnull, TableKind kind) {
+	store_row(t, target_slot(t, t->nbuffered), ncolumns, values, isnull);
+	t->nbuffered++;
+	if (t->nbuffered == kSpecs[kind].max_slots || t->buffered_bytes >= kBatchBytes)
+		flush_rows(w, t, true);
 }
 
 // Releases what a table held in the local transaction (before its commit; locks stay until then).
@@ -248,12 +289,13 @@ void close_target(Target *t) {
 		FreeBulkInsertState(t->bistate);
 		table_finish_bulk_insert(t->rel, 0);
 	}
-	for (int i = 0; i < t->nslots; i++)
-		ExecDropSingleTupleTableSlot(t->slots[i]);
 	ExecCloseIndices(t->rri);
 	FreeExecutorState(t->estate);
 	table_close(t->rel, NoLock);
-	*t = Target{};
+	t->rel = nullptr;
+	t->estate = nullptr;
+	t->rri = nullptr;
+	t->bistate = nullptr;
 }
 
 // Starts a local transaction with an active snapshot (type input and domain checks may need one).
@@ -264,23 +306,37 @@ void start_local() {
 	MemoryContextSwitchTo(caller);
 }
 
-// Commits the local transaction together with the origin's progress to (lsn, time). The commit
-// waits for its WAL flush as synchronous_commit says (on by default): the worker reports lsn as
-// flushed upstream right after. Grouping commits or committing asynchronously with flush tracking
-// is for the performance work (issue 5).
-void commit_local(Writer *w, XLogRecPtr lsn, TimestampTz time) {
+// Commits the local transaction together with the origin's progress. The commit waits for its
+// WAL flush as synchronous_commit says: the caller reports the upstream position as durable only
+// once the local commit record is flushed.
+LocalCommit commit_local(Writer *w) {
 	MemoryContext caller = CurrentMemoryContext;
+	for (Target &t : w->targets)
+		flush_rows(w, &t, false);
 	for (Target &t : w->targets)
 		if (t.rel != nullptr)
 			close_target(&t);
-	replorigin_session_origin_lsn = lsn;
-	replorigin_session_origin_timestamp = time;
+	replorigin_session_origin_lsn = w->progress_lsn;
+	replorigin_session_origin_timestamp = w->progress_time;
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
 	MemoryContextSwitchTo(caller);
 	MemoryContextReset(w->txn_context);
+	LocalCommit done = {XactLastCommitEnd, w->progress_lsn};
+	w->local_open = false;
+	w->progress_lsn = InvalidXLogRecPtr;
+	w->progress_time = 0;
+	return done;
+}
+
+// Opens the local transaction that upstream transactions and messages are written in, if needed.
+void open_local(Writer *w) {
+	if (w->local_open)
+		return;
+	start_local();
+	w->local_open = true;
 }
 
 // A flat copy of a varlena Datum in the current context; 0 stays 0 (NULL).
@@ -312,7 +368,7 @@ void insert_message(Writer *w, const po::LogicalMessage &m, bool transactional) 
 	                             PointerGetDatum(cstring_to_text_with_len(m.prefix.data(), m.prefix.size())),
 	                             bytea_datum(m.content)};
 	bool isnull[kMsgColumns] = {false, false, !transactional, false, false, false};
-	store_row(t, target_slot(w, t, 0), kMsgColumns, values, isnull);
+	store_row(t, target_slot(t, 0), kMsgColumns, values, isnull);
 	insert_slots(t, 1);
 	MemoryContextSwitchTo(caller);
 	MemoryContextReset(w->row_context);
@@ -371,10 +427,10 @@ void merge_annotations(Writer *w, std::string_view content) {
 	MemoryContextSwitchTo(caller);
 }
 
-// Inserts the logical_audit.transaction row of the open upstream transaction.
+// Buffers the logical_audit.transaction row of the open upstream transaction.
 void insert_transaction(Writer *w, const po::Commit &commit) {
 	Target *t = open_target(w, kTransactionTable);
-	MemoryContext caller = MemoryContextSwitchTo(w->row_context);
+	MemoryContext caller = MemoryContextSwitchTo(t->batch);
 	Datum values[kTxnColumns] = {
 	    w->subscription,
 	    FullTransactionIdGetDatum(w->xid),
@@ -383,25 +439,47 @@ void insert_transaction(Writer *w, const po::Commit &commit) {
 	    TimestampTzGetDatum(commit.commit_time),
 	    w->origin != nullptr ? CStringGetTextDatum(w->origin) : (Datum)0,
 	    Int64GetDatum(w->ordinal),
-	    w->annotations,
-	    TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()), // what the column's default now() gives
+	    copy_varlena(w->annotations, w->annotations == (Datum)0, &t->buffered_bytes),
+	    TimestampTzGetDatum(w->audited_at),
 	};
 	bool isnull[kTxnColumns] = {
 	    false, false, false, false, false, w->origin == nullptr, false, w->annotations == (Datum)0, false};
-	store_row(t, target_slot(w, t, 0), kTxnColumns, values, isnull);
-	insert_slots(t, 1);
+	buffer_row(w, t, kTxnColumns, values, isnull, kTransactionTable);
 	MemoryContextSwitchTo(caller);
-	MemoryContextReset(w->row_context);
 }
 
-// Forgets the upstream transaction's state once its local transaction ended.
+// The text Datum of an operation name: the writer's own copy for the four it knows.
+Datum op_text(Writer *w, const char *op) {
+	static const char *const names[] = {"INSERT", "UPDATE", "DELETE", "TRUNCATE"};
+	for (int i = 0; i < 4; i++)
+		if (strcmp(op, names[i]) == 0)
+			return w->ops[i];
+	return CStringGetTextDatum(op);
+}
+
+// Forgets the upstream transaction's state once it ended (committed or aborted).
 void end_transaction(Writer *w) {
 	w->in_transaction = false;
 	w->origin = nullptr;
 	w->annotations = (Datum)0;
 	w->ordinal = 0;
-	w->nbuffered = 0;
-	w->buffered_bytes = 0;
+}
+
+// Forgets the buffered rows and what a local transaction opened (after an abort released them).
+void forget_targets(Writer *w) {
+	for (Target &t : w->targets) {
+		t.rel = nullptr;
+		t.estate = nullptr;
+		t.rri = nullptr;
+		t.bistate = nullptr;
+		t.nbuffered = 0;
+		t.buffered_bytes = 0;
+		MemoryContextReset(t.batch);
+		// The slots may hold half-made tuples: build them again on next use.
+		MemoryContextReset(t.s.context);
+		t.s.desc = nullptr;
+		t.s.nslots = 0;
+	}
 }
 
 } // namespace
@@ -410,22 +488,29 @@ Writer *writer_create(const char *subscription, MemoryContext context) {
 	Writer *w = static_cast<Writer *>(MemoryContextAllocZero(context, sizeof(Writer)));
 	MemoryContext caller = MemoryContextSwitchTo(context);
 	w->subscription = PointerGetDatum(cstring_to_text(subscription));
+	const char *ops[] = {"INSERT", "UPDATE", "DELETE", "TRUNCATE"};
+	for (int i = 0; i < 4; i++)
+		w->ops[i] = CStringGetTextDatum(ops[i]);
 	MemoryContextSwitchTo(caller);
 	w->txn_context = AllocSetContextCreate(context, "logical_audit writer transaction", ALLOCSET_DEFAULT_SIZES);
-	w->batch_context = AllocSetContextCreate(context, "logical_audit writer batch", ALLOCSET_DEFAULT_SIZES);
 	w->row_context = AllocSetContextCreate(context, "logical_audit writer row", ALLOCSET_DEFAULT_SIZES);
+	for (Target &t : w->targets) {
+		t.batch = AllocSetContextCreate(context, "logical_audit writer batch", ALLOCSET_DEFAULT_SIZES);
+		t.s.context = AllocSetContextCreate(context, "logical_audit writer slots", ALLOCSET_DEFAULT_SIZES);
+	}
 	return w;
 }
 
 void writer_begin(Writer *w, const po::Begin &begin) {
 	if (w->in_transaction)
 		misplaced("begin", true);
-	start_local();
+	open_local(w);
 	// pgoutput sends a 32-bit xid without its epoch: it is stored as-is in the xid8 column, as the
 	// full transaction id of epoch 0 (so two upstream transactions may show the same xid after a
 	// wraparound; commit_lsn is what identifies a transaction).
 	w->xid = FullTransactionIdFromEpochAndXid(0, begin.xid);
 	w->final_lsn = begin.final_lsn;
+	w->audited_at = GetCurrentStatementStartTimestamp(); // what the column's default now() would give
 	w->in_transaction = true;
 }
 
@@ -436,19 +521,18 @@ void writer_change(Writer *w, const ChangeRow &row) {
 		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 		                errmsg("upstream transaction has more than %d changes", PG_INT32_MAX)));
 	Target *t = open_target(w, kChangeTable);
-	TupleTableSlot *slot = target_slot(w, t, w->nbuffered);
-	MemoryContext caller = MemoryContextSwitchTo(w->batch_context);
+	MemoryContext caller = MemoryContextSwitchTo(t->batch);
 	Datum values[kChangeColumns] = {
 	    w->subscription,
 	    LSNGetDatum(w->final_lsn),
 	    Int32GetDatum(w->ordinal + 1),
-	    CStringGetTextDatum(row.op),
-	    CStringGetTextDatum(row.schema_name),
-	    CStringGetTextDatum(row.table_name),
-	    copy_varlena(row.old_row.value, row.old_row.isnull, &w->buffered_bytes),
-	    copy_varlena(row.new_row.value, row.new_row.isnull, &w->buffered_bytes),
-	    copy_varlena(row.unchanged_toast.value, row.unchanged_toast.isnull, &w->buffered_bytes),
-	    copy_varlena(row.changed_columns.value, row.changed_columns.isnull, &w->buffered_bytes),
+	    op_text(w, row.op),
+	    copy_varlena(row.schema_name, false, &t->buffered_bytes), // a new Relation message frees the names
+	    copy_varlena(row.table_name, false, &t->buffered_bytes),
+	    copy_varlena(row.old_row.value, row.old_row.isnull, &t->buffered_bytes),
+	    copy_varlena(row.new_row.value, row.new_row.isnull, &t->buffered_bytes),
+	    copy_varlena(row.unchanged_toast.value, row.unchanged_toast.isnull, &t->buffered_bytes),
+	    copy_varlena(row.changed_columns.value, row.changed_columns.isnull, &t->buffered_bytes),
 	};
 	bool isnull[kChangeColumns] = {false,
 	                               false,
@@ -460,12 +544,9 @@ void writer_change(Writer *w, const ChangeRow &row) {
 	                               row.new_row.isnull,
 	                               row.unchanged_toast.isnull,
 	                               row.changed_columns.isnull};
-	store_row(t, slot, kChangeColumns, values, isnull);
-	MemoryContextSwitchTo(caller);
 	w->ordinal++;
-	w->nbuffered++;
-	if (w->nbuffered == kBatchRows || w->buffered_bytes >= kBatchBytes)
-		flush_changes(w, true);
+	buffer_row(w, t, kChangeColumns, values, isnull, kChangeTable);
+	MemoryContextSwitchTo(caller);
 }
 
 void writer_message(Writer *w, const po::LogicalMessage &message) {
@@ -482,13 +563,13 @@ void writer_message(Writer *w, const po::LogicalMessage &message) {
 		insert_message(w, message, false);
 		return;
 	}
-	// Alone, it commits with the origin's progress at its LSN, which is the end of its WAL record:
-	// the walsender skips non-transactional messages whose record starts before the start position,
-	// so a restart does not send it again. (Not lsn + 1: a commit record starting exactly at lsn
-	// would then be skipped too.) The upstream sends no time for such a message.
-	start_local();
+	// Alone, it makes the origin's progress reach its LSN, which is the end of its WAL record: the
+	// walsender skips non-transactional messages whose record starts before the start position, so
+	// a restart does not send it again. (Not lsn + 1: a commit record starting exactly at lsn would
+	// then be skipped too.) The upstream sends no time for such a message.
+	open_local(w);
 	insert_message(w, message, false);
-	commit_local(w, message.lsn, 0);
+	w->progress_lsn = Max(w->progress_lsn, message.lsn);
 }
 
 void writer_origin(Writer *w, const po::Origin &origin) {
@@ -507,10 +588,22 @@ void writer_commit(Writer *w, const po::Commit &commit) {
 		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
 		                errmsg("commit LSN %X/%X differs from the final LSN %X/%X of the transaction's begin",
 		                       LSN_FORMAT_ARGS(commit.commit_lsn), LSN_FORMAT_ARGS(w->final_lsn))));
-	flush_changes(w, false);
 	insert_transaction(w, commit);
-	commit_local(w, commit.end_lsn, commit.commit_time);
+	w->progress_lsn = Max(w->progress_lsn, commit.end_lsn);
+	w->progress_time = commit.commit_time;
 	end_transaction(w);
+}
+
+bool writer_local_open(const Writer *w) {
+	return w->local_open;
+}
+
+LocalCommit writer_commit_local(Writer *w) {
+	if (w->in_transaction)
+		elog(ERROR, "local commit inside an upstream transaction");
+	if (!w->local_open)
+		return {InvalidXLogRecPtr, InvalidXLogRecPtr};
+	return commit_local(w);
 }
 
 bool writer_in_transaction(const Writer *w) {
@@ -518,14 +611,14 @@ bool writer_in_transaction(const Writer *w) {
 }
 
 void writer_reset(Writer *w) {
-	// The abort released relations, locks, pins, slots' tuple descriptors and snapshots: only
-	// forget them here.
-	for (Target &t : w->targets)
-		t = Target{};
+	// The abort released relations, locks, pins, snapshots: only forget them here.
+	forget_targets(w);
 	end_transaction(w);
+	w->local_open = false;
+	w->progress_lsn = InvalidXLogRecPtr; // the aborted transaction's progress is not made
+	w->progress_time = 0;
 	replorigin_session_origin_lsn = InvalidXLogRecPtr;
 	replorigin_session_origin_timestamp = 0;
-	MemoryContextReset(w->batch_context);
 	MemoryContextReset(w->row_context);
 	MemoryContextReset(w->txn_context);
 }

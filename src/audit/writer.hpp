@@ -1,6 +1,6 @@
 // Writes audit rows of upstream transactions into logical_audit.transaction, .change and .message,
-// in batches, each upstream transaction in one local transaction together with the replication
-// origin's progress.
+// in batches, each upstream transaction whole in one local transaction (which may hold several of
+// them) together with the replication origin's progress.
 //
 // The writer is plain palloc'd data (no destructors). Rows are buffered and inserted a batch at a
 // time straight into the tables and their indexes, as COPY FROM does: no SQL, no per-row planning,
@@ -18,14 +18,15 @@ struct Writer; // opaque
 // Creates a writer for the named subscription; its memory lives in context.
 Writer *writer_create(const char *subscription, MemoryContext context);
 
-// Starts the local transaction of an upstream transaction.
+// Starts an upstream transaction, in the open local transaction or in a new one. Its audited_at is
+// the current statement start timestamp (the caller sets it when the Begin arrives).
 void writer_begin(Writer *writer, const pgoutput::Begin &begin);
 
 // One row of logical_audit.change, as the worker decoded it. NULLs are isnull flags.
 struct ChangeRow {
-	const char *op; // INSERT, UPDATE, DELETE or TRUNCATE
-	const char *schema_name;
-	const char *table_name;
+	const char *op;                // INSERT, UPDATE, DELETE or TRUNCATE
+	Datum schema_name;             // text
+	Datum table_name;              // text
 	NullableDatum old_row;         // jsonb
 	NullableDatum new_row;         // jsonb
 	NullableDatum unchanged_toast; // text[]
@@ -36,21 +37,35 @@ struct ChangeRow {
 void writer_change(Writer *writer, const ChangeRow &row);
 
 // Records a logical message. A transactional one belongs to the open upstream transaction (its
-// 'audit' JSON content is merged into the transaction's annotations); a non-transactional one is
-// written at once in a local transaction of its own, with origin progress just past its LSN.
+// 'audit' JSON content is merged into the transaction's annotations); a non-transactional one goes
+// into the open local transaction (or a new one), whose origin progress then reaches its LSN.
 void writer_message(Writer *writer, const pgoutput::LogicalMessage &message);
 
 // Records the upstream origin name of the open transaction (from an Origin message).
 void writer_origin(Writer *writer, const pgoutput::Origin &origin);
 
-// Flushes the batches, inserts the transaction row, sets the replication origin's progress to the
-// commit's end LSN and time, and commits the local transaction (durably).
+// Ends the open upstream transaction: queues its transaction row and makes its end LSN and commit
+// time the origin progress of the local transaction, which stays open for more upstream
+// transactions until writer_commit_local.
 void writer_commit(Writer *writer, const pgoutput::Commit &commit);
+
+// Whether a local transaction is open, holding upstream transactions or messages not yet committed.
+bool writer_local_open(const Writer *writer);
+
+// What a local commit covered: the end of its commit record and the upstream position it records.
+struct LocalCommit {
+	XLogRecPtr local_end;
+	XLogRecPtr upstream_lsn;
+};
+
+// Inserts the buffered rows and commits the local transaction together with the origin's progress.
+// The commit follows synchronous_commit: the upstream position is durable once local_end is flushed.
+LocalCommit writer_commit_local(Writer *writer);
 
 // Whether an upstream transaction is open (between writer_begin and writer_commit).
 bool writer_in_transaction(const Writer *writer);
 
-// Forgets the open transaction after an error (the caller aborts the local transaction).
+// Forgets the open transactions after an error (the caller aborts the local transaction).
 void writer_reset(Writer *writer);
 
 } // namespace logical_audit::audit

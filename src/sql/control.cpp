@@ -369,7 +369,8 @@ void poke_worker(int id) {
 	LWLockRelease(worker::shared_lock());
 }
 
-// Ends a subscription's worker and waits up to a second for it to release its slot.
+// Ends a subscription's worker and waits up to a second for it to release its slot and be gone:
+// the slot is released early in the worker's exit, the process ends (and is reaped) a little later.
 //
 // The caller has already disabled or deleted the row, uncommitted. A worker started meanwhile
 // (the launcher still sees the committed, enabled row) reads its row with SELECT ... FOR SHARE:
@@ -380,7 +381,7 @@ void stop_worker(int id, const char *name) {
 		return;
 	(void)kill(pid, SIGTERM);
 	for (long waited = 0; waited < kStopWaitMs; waited += kStopPollMs) {
-		if (worker_pid(id) != pid)
+		if (worker_pid(id) != pid && kill(pid, 0) != 0)
 			return;
 		(void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kStopPollMs, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);

@@ -1,9 +1,16 @@
 // A replication session: connects to the upstream, starts pgoutput from the replication origin's
 // position, audits each transaction through the writer, answers keepalives and reports progress.
 //
+// Upstream transactions are grouped: the local transaction stays open across upstream commits while
+// more messages are ready, up to kGroupTransactions, kGroupChanges or kGroupMs, then commits with
+// the origin's progress at the last one's end. Local commits are asynchronous (the worker runs with
+// synchronous_commit off); like PostgreSQL's apply worker, the session remembers each commit's end
+// of WAL with the upstream position it covers, and reports an upstream position as flushed (to the
+// upstream and in status) only once the local WAL is flushed past its commit. When everything
+// received is committed and flushed, it is the latest position the upstream reported.
+//
 // Everything here is plain data: an ERROR anywhere unwinds to the worker's retry loop, which calls
-// session_cleanup(). The flush position reported upstream is only ever a locally committed end LSN,
-// or, when the worker is idle between transactions, the end of WAL a keepalive reported.
+// session_cleanup().
 #include "pgoutput/decoder.hpp"
 #include "stream/connection.hpp"
 #include "worker/session.hpp"
@@ -16,6 +23,24 @@ namespace {
 
 namespace po = pgoutput;
 
+// A local transaction holds at most this many upstream transactions (or lone messages), this many
+// changes, and stays open at most this long (while messages keep arriving).
+constexpr int kGroupTransactions = 1000;
+constexpr int64 kGroupChanges = 100000;
+constexpr int kGroupMs = 200;
+
+// Local commits whose flush is awaited, at most; a newer one then takes the place of the last.
+constexpr int kMaxPending = 256;
+
+// While local commits await their flush, the session looks at the flush position this often.
+constexpr long kFlushPollMs = 50;
+
+// A local commit and the upstream position that is durable once the local WAL is flushed past it.
+struct PendingFlush {
+	XLogRecPtr local_end;
+	XLogRecPtr upstream_lsn;
+};
+
 // The state of the current session. Static so that session_cleanup can reach it after a longjmp.
 struct Session {
 	PGconn *conn;
@@ -27,7 +52,13 @@ struct Session {
 	TimestampTz last_receipt;
 	TimestampTz last_status;
 	bool ping_sent;
-	int64 changes; // changes of the open upstream transaction, published at its commit
+	int64 changes;                     // changes of the open upstream transaction
+	int group_transactions;            // upstream transactions and lone messages in the local transaction
+	int64 group_changes;               // their changes
+	TimestampTz group_start;           // when the local transaction started
+	TimestampTz group_commit_time;     // upstream commit time of its latest transaction, or 0
+	PendingFlush pending[kMaxPending]; // oldest first
+	int npending;
 };
 
 Session session;
@@ -38,13 +69,17 @@ struct ApplyPosition {
 	XLogRecPtr lsn;
 	po::Xid xid;
 	const audit::AuditRelation *relation;
+	bool committing; // inserting the last buffered rows and committing the local transaction
 };
 
 ApplyPosition position;
 
 // Adds "subscription, LSN, xid, relation" to every error raised while a message is applied.
 void apply_error_context(void *) {
-	if (position.relation != nullptr)
+	if (position.committing)
+		errcontext("committing the audit of subscription \"%s\" up to LSN %X/%X", position.subscription,
+		           LSN_FORMAT_ARGS(session.received));
+	else if (position.relation != nullptr)
 		errcontext("auditing subscription \"%s\" at LSN %X/%X, xid %u, relation \"%s.%s\"", position.subscription,
 		           LSN_FORMAT_ARGS(position.lsn), position.xid, position.relation->nspname, position.relation->relname);
 	else
@@ -111,8 +146,8 @@ void apply_row(WorkerContext &w, const char *op, po::Oid relation_id, po::OldTup
 	require_transaction(w, op);
 	const audit::AuditRelation *relation = find_relation(w, relation_id);
 	audit::ChangeRow row = {op,
-	                        relation->nspname,
-	                        relation->relname,
+	                        relation->nspname_text,
+	                        relation->relname_text,
 	                        old_row(relation, old_kind, old_tuple),
 	                        {(Datum)0, true},
 	                        {(Datum)0, true},
@@ -132,26 +167,97 @@ void apply_truncate(WorkerContext &w, const po::Truncate &m) {
 	require_transaction(w, "truncate");
 	for (uint32_t i = 0; i < m.relation_ids.size(); i++) {
 		const audit::AuditRelation *relation = find_relation(w, m.relation_ids[i]);
-		audit::ChangeRow row = {"TRUNCATE",       relation->nspname, relation->relname, {(Datum)0, true},
-		                        {(Datum)0, true}, {(Datum)0, true},  {(Datum)0, true}};
+		audit::ChangeRow row = {"TRUNCATE",       relation->nspname_text, relation->relname_text, {(Datum)0, true},
+		                        {(Datum)0, true}, {(Datum)0, true},       {(Datum)0, true}};
 		audit::writer_change(w.writer, row);
 		session.changes++;
 	}
 }
 
-// Commits the upstream transaction locally and makes its end the new flush position.
+// Remembers a local commit until the local WAL is flushed past it. When all slots are taken, the
+// newest commit takes the last one's place: its upstream position then waits for the later flush.
+void remember_commit(const audit::LocalCommit &commit) {
+	if (session.npending == kMaxPending)
+		session.npending--;
+	session.pending[session.npending++] = {commit.local_end, commit.upstream_lsn};
+}
+
+// Moves the flushed position to what is durable locally: the upstream position of every local
+// commit the local WAL is flushed past, and, when nothing awaits a flush or a commit, everything
+// received. Returns whether it moved.
+bool advance_flushed(WorkerContext &w) {
+	XLogRecPtr before = session.flushed;
+	XLogRecPtr durable = GetFlushRecPtr(nullptr);
+	int done = 0;
+	for (; done < session.npending && session.pending[done].local_end <= durable; done++)
+		session.flushed = Max(session.flushed, session.pending[done].upstream_lsn);
+	if (done > 0) {
+		session.npending -= done;
+		memmove(session.pending, session.pending + done, sizeof(PendingFlush) * session.npending);
+	}
+	if (session.npending == 0 && !audit::writer_local_open(w.writer) && !audit::writer_in_transaction(w.writer))
+		session.flushed = Max(session.flushed, session.received);
+	return session.flushed != before;
+}
+
+// Commits the local transaction, if one is open, and publishes what it audited.
+void commit_group(WorkerContext &w) {
+	if (!audit::writer_local_open(w.writer))
+		return;
+	position.committing = true; // rows of several upstream transactions may be inserted now
+	remember_commit(audit::writer_commit_local(w.writer));
+	position.committing = false;
+	advance_flushed(w);
+	w.made_progress = true;
+	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
+	if (session.group_commit_time != 0)
+		w.slot->last_commit_time = session.group_commit_time;
+	w.slot->transactions += session.group_transactions;
+	w.slot->changes += session.group_changes;
+	w.slot->flushed_lsn = session.flushed;
+	LWLockRelease(shared_lock());
+	session.group_transactions = 0;
+	session.group_changes = 0;
+	session.group_commit_time = 0;
+}
+
+// Whether the local transaction holds enough to be committed now, although more messages wait.
+bool group_full() {
+	return session.group_transactions >= kGroupTransactions || session.group_changes >= kGroupChanges ||
+	       TimestampDifferenceExceeds(session.group_start, GetCurrentTimestamp(), kGroupMs);
+}
+
+// Notes when the local transaction starts, before a message that will open it.
+void note_group_start(WorkerContext &w) {
+	if (!audit::writer_local_open(w.writer))
+		session.group_start = GetCurrentStatementStartTimestamp();
+}
+
+// Ends the upstream transaction in the local one, which is committed when it is full.
 void apply_commit(WorkerContext &w, const po::Commit &m) {
 	require_transaction(w, "commit");
 	audit::writer_commit(w.writer, m);
-	session.flushed = Max(session.flushed, m.end_lsn);
-	w.made_progress = true;
-	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
-	w.slot->last_commit_time = m.commit_time;
-	w.slot->transactions++;
-	w.slot->changes += session.changes;
-	w.slot->flushed_lsn = session.flushed;
-	LWLockRelease(shared_lock());
+	session.group_transactions++;
+	session.group_changes += session.changes;
+	session.group_commit_time = m.commit_time;
 	session.changes = 0;
+	if (group_full())
+		commit_group(w);
+}
+
+// Records a logical message; a lone (non-transactional) one counts as a transaction of the group.
+void apply_message(WorkerContext &w, const po::LogicalMessage &m) {
+	bool lone = !audit::writer_in_transaction(w.writer);
+	if (lone) {
+		SetCurrentStatementStartTimestamp();
+		note_group_start(w);
+	}
+	audit::writer_message(w.writer, m);
+	if (lone && !m.transactional()) {
+		session.group_transactions++;
+		if (group_full())
+			commit_group(w);
+	}
 }
 
 // Applies one decoded pgoutput message.
@@ -165,7 +271,8 @@ void apply(WorkerContext &w, const po::Message &message) {
 	} else if (auto *m = std::get_if<po::Begin>(&message)) {
 		position.xid = m->xid;
 		session.changes = 0;
-		SetCurrentStatementStartTimestamp(); // the local transaction's now(), audited_at
+		SetCurrentStatementStartTimestamp(); // audited_at, and the local transaction's now()
+		note_group_start(w);
 		audit::writer_begin(w.writer, *m);
 	} else if (auto *m = std::get_if<po::Commit>(&message)) {
 		apply_commit(w, *m);
@@ -177,7 +284,7 @@ void apply(WorkerContext &w, const po::Message &message) {
 	} else if (auto *m = std::get_if<po::Truncate>(&message)) {
 		apply_truncate(w, *m);
 	} else if (auto *m = std::get_if<po::LogicalMessage>(&message)) {
-		audit::writer_message(w.writer, *m);
+		apply_message(w, *m);
 	} else if (auto *m = std::get_if<po::Origin>(&message)) {
 		audit::writer_origin(w.writer, *m);
 	} else {
@@ -200,15 +307,14 @@ void handle_xlogdata(WorkerContext &w, const po::XLogData &x) {
 	apply(w, message);
 }
 
-// Handles a keepalive: when idle, everything the upstream sent is audited, so its end of WAL is
-// confirmed and an idle publication never holds WAL upstream.
+// Handles a keepalive: when idle and flushed, everything the upstream sent is audited and durable,
+// so its end of WAL is confirmed and an idle publication never holds WAL upstream.
 void handle_keepalive(WorkerContext &w, const po::Keepalive &k) {
+	session.last_receipt = GetCurrentTimestamp();
 	session.upstream = Max(session.upstream, k.wal_end);
 	session.received = Max(session.received, k.wal_end);
-	if (!audit::writer_in_transaction(w.writer)) {
-		session.flushed = Max(session.flushed, k.wal_end);
+	if (advance_flushed(w))
 		w.made_progress = true;
-	}
 	if (k.reply_requested)
 		send_status(false);
 	publish_status(w, k.send_time);
@@ -218,7 +324,6 @@ void handle_keepalive(WorkerContext &w, const po::Keepalive &k) {
 void handle_copy_data(WorkerContext &w, const char *data, int size) {
 	po::CopyData copy;
 	po::DecodeError error;
-	session.last_receipt = GetCurrentTimestamp();
 	session.ping_sent = false;
 	if (!po::decode_copy_data(reinterpret_cast<const uint8_t *>(data), size, copy, error))
 		report_malformed(error);
@@ -235,13 +340,18 @@ constexpr int kDrainBatch = 1000;
 // What draining found: nothing more ready now, more ready, or the end of the stream.
 enum class Drained { Empty, More, Ended };
 
-// Handles up to kDrainBatch CopyData messages libpq has ready.
+// Handles up to kDrainBatch CopyData messages libpq has ready. The receipt time is taken once per
+// batch, after it: a batch takes far less than any timeout.
 Drained drain(WorkerContext &w) {
-	for (int i = 0; i < kDrainBatch; i++) {
+	Drained drained = Drained::More;
+	int handled = 0;
+	for (; handled < kDrainBatch; handled++) {
 		CHECK_FOR_INTERRUPTS();
 		int size = stream::receive(session.conn, &session.buffer);
-		if (size <= 0)
-			return size == 0 ? Drained::Empty : Drained::Ended;
+		if (size <= 0) {
+			drained = size == 0 ? Drained::Empty : Drained::Ended;
+			break;
+		}
 		MemoryContext old = MemoryContextSwitchTo(w.message_context);
 		handle_copy_data(w, session.buffer, size);
 		MemoryContextSwitchTo(old);
@@ -249,7 +359,9 @@ Drained drain(WorkerContext &w) {
 		PQfreemem(session.buffer);
 		session.buffer = nullptr;
 	}
-	return Drained::More;
+	if (handled > 0)
+		session.last_receipt = GetCurrentTimestamp();
+	return drained;
 }
 
 // Milliseconds from now until a time, at least 0.
@@ -293,7 +405,8 @@ void start(WorkerContext &w) {
 	const Subscription *sub = w.subscription;
 	session.conn = stream::connect(sub->conninfo, sub->name, true);
 	stream::identify_system(session.conn);
-	XLogRecPtr origin_lsn = replorigin_session_get_progress(false);
+	// Flushed first: a commit of an earlier session may still be in the local WAL buffers only.
+	XLogRecPtr origin_lsn = replorigin_session_get_progress(true);
 	stream::StreamOptions options{};
 	options.slot_name = sub->slot_name;
 	options.start_lsn = origin_lsn;
@@ -303,6 +416,10 @@ void start(WorkerContext &w) {
 	stream::start_replication(session.conn, options);
 	session.decoder = po::Decoder(1);
 	session.received = session.flushed = origin_lsn;
+	session.npending = 0;
+	session.group_transactions = 0;
+	session.group_changes = 0;
+	session.group_commit_time = 0;
 	session.last_receipt = session.last_status = GetCurrentTimestamp();
 	session.ping_sent = false;
 }
@@ -319,7 +436,7 @@ void reload_config() {
 
 void run_session(WorkerContext &w) {
 	ErrorContextCallback callback;
-	position = {w.subscription->name, InvalidXLogRecPtr, 0, nullptr};
+	position = {w.subscription->name, InvalidXLogRecPtr, 0, nullptr, false};
 	callback.callback = apply_error_context;
 	callback.arg = nullptr;
 	callback.previous = error_context_stack;
@@ -333,7 +450,14 @@ void run_session(WorkerContext &w) {
 		Drained drained = drain(w);
 		if (drained == Drained::Ended)
 			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("the upstream ended the replication stream")));
+		// Nothing more ready: commit what the local transaction holds rather than wait with it.
+		if (drained == Drained::Empty && !audit::writer_in_transaction(w.writer))
+			commit_group(w);
+		if (advance_flushed(w))
+			publish_status(w, 0);
 		long wait_ms = keep_alive();
+		if (session.npending > 0)
+			wait_ms = Min(wait_ms, kFlushPollMs);
 		// libpq may hold more messages than the socket shows: wait only when it had none left.
 		if (drained == Drained::Empty)
 			stream::wait(session.conn, wait_ms);

@@ -171,6 +171,9 @@ void logical_audit_worker_main(Datum arg) {
 	BackgroundWorkerInitializeConnection(logical_audit::guc_database, nullptr, 0);
 	// Values nested in arrays, composites and ranges are rendered through to_jsonb: in UTC.
 	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
+	// Local commits do not wait for their WAL flush: the session reports an upstream position as
+	// flushed only once the local WAL is flushed past the commit that covers it.
+	SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	before_shmem_exit(w::release_slot, (Datum)0);
 	w::Subscription *sub = w::read_subscription_and_claim(id);
