@@ -200,6 +200,12 @@ bool advance_flushed(WorkerContext &w) {
 	return session.flushed != before;
 }
 
+// Flushes the local WAL past every pending commit: one flush when idle instead of one per commit.
+void flush_pending() {
+	if (session.npending > 0)
+		XLogFlush(session.pending[session.npending - 1].local_end);
+}
+
 // Commits the local transaction, if one is open, and publishes what it audited.
 void commit_group(WorkerContext &w) {
 	if (!audit::writer_local_open(w.writer))
@@ -450,9 +456,12 @@ void run_session(WorkerContext &w) {
 		Drained drained = drain(w);
 		if (drained == Drained::Ended)
 			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("the upstream ended the replication stream")));
-		// Nothing more ready: commit what the local transaction holds rather than wait with it.
-		if (drained == Drained::Empty && !audit::writer_in_transaction(w.writer))
+		// Nothing more ready: commit what the local transaction holds rather than wait with it, and
+		// make the commits durable now rather than when the WAL writer gets to them.
+		if (drained == Drained::Empty && !audit::writer_in_transaction(w.writer)) {
 			commit_group(w);
+			flush_pending();
+		}
 		if (advance_flushed(w))
 			publish_status(w, 0);
 		long wait_ms = keep_alive();
