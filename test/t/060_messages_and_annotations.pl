@@ -11,14 +11,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use AuditTest;
 
-my $up = new_upstream('upstream');
-my $down = new_downstream('downstream');
-
-$up->safe_psql('postgres', q{
-	CREATE TABLE t (id int PRIMARY KEY);
-	CREATE PUBLICATION audit_pub FOR TABLE t;
-});
-create_subscription($down, 'sub', $up);
+my ($up, $down) = new_audited_table();
 
 # Runs an upstream transaction and returns its xid (the last line of its output).
 sub upstream_txn

@@ -10,14 +10,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use AuditTest;
 
-my $up = new_upstream('upstream');
-my $down = new_downstream('downstream');
-
-$up->safe_psql('postgres', q{
-	CREATE TABLE t (id int PRIMARY KEY);
-	CREATE PUBLICATION audit_pub FOR TABLE t;
-});
-create_subscription($down, 'sub', $up);
+my ($up, $down) = new_audited_table();
 $up->safe_psql('postgres', 'INSERT INTO t VALUES (1)');
 wait_for_audit_catchup($up, $down, 'sub');
 

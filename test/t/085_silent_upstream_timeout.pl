@@ -11,14 +11,9 @@ use Test::More;
 use AuditTest;
 
 # The walsender pings often, so that only a frozen upstream is silent for wal_receiver_timeout.
-my $up = new_upstream('upstream', conf => ["wal_sender_timeout = '3s'"]);
-my $down = new_downstream('downstream', conf => ["wal_receiver_timeout = '5s'"]);
-
-$up->safe_psql('postgres', q{
-	CREATE TABLE t (id int PRIMARY KEY);
-	CREATE PUBLICATION audit_pub FOR TABLE t;
-});
-create_subscription($down, 'sub', $up);
+my ($up, $down) = new_audited_table(
+	upstream_conf => ["wal_sender_timeout = '3s'"],
+	downstream_conf => ["wal_receiver_timeout = '5s'"]);
 $up->safe_psql('postgres', 'INSERT INTO t VALUES (1)');
 wait_for_audit_catchup($up, $down, 'sub');
 

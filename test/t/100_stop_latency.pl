@@ -12,14 +12,7 @@ use Test::More;
 use Time::HiRes qw(gettimeofday tv_interval);
 use AuditTest;
 
-my $up = new_upstream('upstream');
-my $down = new_downstream('downstream');
-
-$up->safe_psql('postgres', q{
-	CREATE TABLE t (id int PRIMARY KEY);
-	CREATE PUBLICATION audit_pub FOR TABLE t;
-});
-create_subscription($down, 'sub', $up);
+my ($up, $down) = new_audited_table();
 
 # Calls stop() and checks that the worker $pid was gone by the time it returned.
 sub stop_and_check

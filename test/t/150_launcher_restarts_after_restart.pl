@@ -10,15 +10,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use AuditTest;
 
-my $up = new_upstream('upstream');
-my $down = new_downstream('downstream');
-
-$up->safe_psql('postgres', q{
-	CREATE TABLE t (id int PRIMARY KEY);
-	CREATE PUBLICATION audit_pub FOR TABLE t;
-});
-create_subscription($down, 'enabled_sub', $up);
-create_subscription($down, 'stopped_sub', $up);
+my ($up, $down) = new_audited_table(subscriptions => [ 'enabled_sub', 'stopped_sub' ]);
 $down->safe_psql('postgres', "SELECT logical_audit.stop('stopped_sub')");
 
 my $next_id = 1;

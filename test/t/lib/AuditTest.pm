@@ -15,6 +15,7 @@ use Time::HiRes qw(usleep);
 our @EXPORT = qw(
   new_upstream
   new_downstream
+  new_audited_table
   create_subscription
   sql_literal
   sql_text_array
@@ -78,6 +79,22 @@ sub new_downstream
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION logical_audit');
 	return $node;
+}
+
+# Starts an upstream with table t (id int PRIMARY KEY) published as audit_pub and a downstream
+# auditing it through the given subscriptions (default 'sub'); upstream_conf and downstream_conf
+# add settings. Returns ($up, $down).
+sub new_audited_table
+{
+	my (%params) = @_;
+	my $up = new_upstream('upstream', conf => $params{upstream_conf});
+	my $down = new_downstream('downstream', conf => $params{downstream_conf});
+	$up->safe_psql('postgres', qq{
+		CREATE TABLE t (id int PRIMARY KEY);
+		CREATE PUBLICATION $PUBLICATION FOR TABLE t;
+	});
+	create_subscription($down, $_, $up) for @{ $params{subscriptions} // ['sub'] };
+	return ($up, $down);
 }
 
 # The SQL call that creates a subscription, every argument of the contract spelled out.
