@@ -85,10 +85,15 @@ void warn_if_not_launcher_database(const char *name) {
 	                          "database and restart the server.")));
 }
 
-// A text argument that must be given and not empty.
-char *required_text(FunctionCallInfo fcinfo, int argno, const char *what) {
+// Rejects a NULL argument.
+void require_argument(FunctionCallInfo fcinfo, int argno, const char *what) {
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("%s must not be null", what)));
+}
+
+// A text argument that must be given and not empty.
+char *required_text(FunctionCallInfo fcinfo, int argno, const char *what) {
+	require_argument(fcinfo, argno, what);
 	char *value = text_to_cstring(PG_GETARG_TEXT_PP(argno));
 	if (value[0] == '\0')
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s must not be empty", what)));
@@ -97,8 +102,7 @@ char *required_text(FunctionCallInfo fcinfo, int argno, const char *what) {
 
 // A boolean argument that must be given.
 bool required_bool(FunctionCallInfo fcinfo, int argno, const char *what) {
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("%s must not be null", what)));
+	require_argument(fcinfo, argno, what);
 	return PG_GETARG_BOOL(argno);
 }
 
@@ -194,15 +198,13 @@ NewSubscription parse_arguments(FunctionCallInfo fcinfo) {
 	NewSubscription sub;
 	sub.name = required_text(fcinfo, 0, "subscription name");
 	sub.conninfo = required_text(fcinfo, 1, "conninfo");
-	if (PG_ARGISNULL(2))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("publications must not be null")));
+	require_argument(fcinfo, 2, "publications");
 	sub.publications = PG_GETARG_ARRAYTYPE_P(2);
 	check_publications(sub.publications);
 	sub.slot_name = choose_slot_name(fcinfo, sub.name);
 	sub.create_slot = required_bool(fcinfo, 4, "create_slot");
 	sub.enabled = required_bool(fcinfo, 5, "enabled");
-	if (PG_ARGISNULL(6))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("options must not be null")));
+	require_argument(fcinfo, 6, "options");
 	sub.options = PG_GETARG_JSONB_P(6);
 	check_options(sub.options);
 	return sub;
