@@ -70,6 +70,15 @@ Bytes first_payload(const Stream &s, char t) {
 	throw std::runtime_error(std::string("no message of type ") + t);
 }
 
+// Decodes one message with a fresh protocol-1 decoder, which must reject it; returns the error.
+DecodeError rejection(const Bytes &msg) {
+	Decoder d(1);
+	Message out;
+	DecodeError err;
+	EXPECT_FALSE(d.decode(msg.data(), msg.size(), out, err)) << "message type '" << msg[0] << "'";
+	return err;
+}
+
 TEST(GoldenMalformed, UnknownTupleColumnKindFailsAtItsOffset) {
 	Stream s("v1_changes", 1);
 	Bytes msg = first_payload(s, 'I');
@@ -77,10 +86,7 @@ TEST(GoldenMalformed, UnknownTupleColumnKindFailsAtItsOffset) {
 	ASSERT_EQ(msg[5], 'N');
 	ASSERT_EQ(msg[8], 't');
 	msg[8] = 'x';
-	Decoder d(1);
-	Message out;
-	DecodeError err;
-	ASSERT_FALSE(d.decode(msg.data(), msg.size(), out, err));
+	DecodeError err = rejection(msg);
 	EXPECT_EQ(err.type, 'I');
 	EXPECT_STREQ(err.message, "insert");
 	EXPECT_EQ(err.offset, 8u);
@@ -94,10 +100,7 @@ TEST(GoldenMalformed, UnknownColumnKindInALaterColumnNamesThatColumn) {
 	size_t second = 9 + 4 + (size_t{msg[9]} << 24 | size_t{msg[10]} << 16 | size_t{msg[11]} << 8 | msg[12]);
 	ASSERT_EQ(msg[second], 't');
 	msg[second] = 0;
-	Decoder d(1);
-	Message out;
-	DecodeError err;
-	ASSERT_FALSE(d.decode(msg.data(), msg.size(), out, err));
+	DecodeError err = rejection(msg);
 	EXPECT_EQ(err.offset, second);
 }
 
@@ -107,10 +110,7 @@ TEST(GoldenMalformed, AppendedByteIsRejectedAsTrailing) {
 		Bytes msg = first_payload(s, t);
 		size_t size = msg.size();
 		msg.push_back(0);
-		Decoder d(1);
-		Message out;
-		DecodeError err;
-		ASSERT_FALSE(d.decode(msg.data(), msg.size(), out, err)) << t;
+		DecodeError err = rejection(msg);
 		EXPECT_EQ(err.offset, size) << t;
 		EXPECT_STREQ(err.reason, "unexpected trailing bytes after the message") << t;
 	}
@@ -144,10 +144,7 @@ TEST(GoldenMalformed, StreamingMessagesAreRejectedByAVersion1Decoder) {
 	Stream s("v2_streaming", 2);
 	for (char t : std::string("ScA")) {
 		Bytes msg = first_payload(s, t);
-		Decoder d(1);
-		Message out;
-		DecodeError err;
-		ASSERT_FALSE(d.decode(msg.data(), msg.size(), out, err)) << t;
+		DecodeError err = rejection(msg);
 		EXPECT_EQ(err.offset, 0u) << t;
 		EXPECT_STREQ(err.reason, "message type not allowed by the negotiated protocol version") << t;
 	}
@@ -198,10 +195,7 @@ TEST(GoldenMalformed, UnknownReplicaIdentityFailsAtItsOffset) {
 	size_t at = 5 + std::strlen("public") + 1 + std::strlen("accounts") + 1;
 	ASSERT_EQ(rel[at], 'd');
 	rel[at] = 'z';
-	Decoder d(1);
-	Message out;
-	DecodeError err;
-	ASSERT_FALSE(d.decode(rel.data(), rel.size(), out, err));
+	DecodeError err = rejection(rel);
 	EXPECT_EQ(err.offset, at);
 }
 
@@ -209,10 +203,7 @@ TEST(GoldenMalformed, WrongNewTupleMarkerFailsAtTheMarker) {
 	Stream s("v1_changes", 1);
 	Bytes ins = first_payload(s, 'I');
 	ins[5] = 'X';
-	Decoder d(1);
-	Message out;
-	DecodeError err;
-	ASSERT_FALSE(d.decode(ins.data(), ins.size(), out, err));
+	DecodeError err = rejection(ins);
 	EXPECT_EQ(err.offset, 5u);
 }
 
