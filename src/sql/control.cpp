@@ -160,19 +160,26 @@ void check_publications(ArrayType *publications) {
 	}
 }
 
-// Checks one option: a known key with a boolean value. The options other than messages are
-// accepted as false only, until the features behind them exist.
+// The options and whether each is built yet: an option not built is accepted as false only.
+struct OptionSpec {
+	const char *name;
+	bool built;
+};
+const OptionSpec kOptions[] = {
+    {"messages", true}, {"streaming", false}, {"binary", false}, {"two_phase", false}, {"snapshot", false}};
+
+// Checks one option: a known key with a boolean value.
 void check_option(const char *key, const JsonbValue &value) {
-	static const char *const kKnown[] = {"messages", "binary", "streaming", "two_phase", "snapshot"};
-	bool known = false;
-	for (const char *k : kKnown)
-		known = known || strcmp(key, k) == 0;
-	if (!known)
+	const OptionSpec *spec = nullptr;
+	for (const OptionSpec &o : kOptions)
+		if (strcmp(key, o.name) == 0)
+			spec = &o;
+	if (spec == nullptr)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown option \"%s\"", key),
-		                errdetail("The options are messages, binary, streaming, two_phase and snapshot.")));
+		                errdetail("The options are messages, streaming, binary, two_phase and snapshot.")));
 	if (value.type != jbvBool)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("option \"%s\" must be a boolean", key)));
-	if (strcmp(key, "messages") != 0 && value.val.boolean)
+	if (!spec->built && value.val.boolean)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("option \"%s\" is not supported yet", key)));
 }
 

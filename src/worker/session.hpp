@@ -16,7 +16,11 @@ struct Subscription {
 	char *conninfo;
 	ArrayType *publications;
 	char *slot_name;
-	bool messages;
+	bool messages;  // audit logical messages
+	bool streaming; // large transactions arrive streamed (protocol 2) and are spooled
+	bool binary;    // tuple data in binary
+	bool two_phase; // prepared transactions are decoded at PREPARE (protocol 3)
+	bool snapshot;  // the existing rows are copied when the slot is created
 };
 
 // What a session needs and keeps across sessions of the same worker.
