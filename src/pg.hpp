@@ -54,6 +54,7 @@ extern "C" {
 #include "postmaster/interrupt.h"
 #include "replication/origin.h"
 #include "replication/walreceiver.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"

@@ -9,6 +9,10 @@
 // upstream and in status) only once the local WAL is flushed past its commit. When everything
 // received is committed and flushed, it is the latest position the upstream reported.
 //
+// With protocol 2, a large transaction arrives streamed while it runs upstream: the data messages
+// of its stream blocks go to its spool file as received, and its Stream Commit audits them from
+// there like the messages of any other transaction.
+//
 // Everything here is plain data: an ERROR anywhere unwinds to the worker's retry loop, which calls
 // session_cleanup().
 #include "pgoutput/decoder.hpp"
@@ -183,8 +187,8 @@ void remember_commit(const audit::LocalCommit &commit) {
 }
 
 // Moves the flushed position to what is durable locally: the upstream position of every local
-// commit the local WAL is flushed past, and, when nothing awaits a flush or a commit, everything
-// received. Returns whether it moved.
+// commit the local WAL is flushed past, and, when nothing awaits a flush or a commit and no
+// streamed transaction is in progress, everything received. Returns whether it moved.
 bool advance_flushed(WorkerContext &w) {
 	XLogRecPtr before = session.flushed;
 	XLogRecPtr durable = GetFlushRecPtr(nullptr);
@@ -195,7 +199,8 @@ bool advance_flushed(WorkerContext &w) {
 		session.npending -= done;
 		memmove(session.pending, session.pending + done, sizeof(PendingFlush) * session.npending);
 	}
-	if (session.npending == 0 && !audit::writer_local_open(w.writer) && !audit::writer_in_transaction(w.writer))
+	if (session.npending == 0 && !audit::writer_local_open(w.writer) && !audit::writer_in_transaction(w.writer) &&
+	    !audit::spool_any(w.spool))
 		session.flushed = Max(session.flushed, session.received);
 	return session.flushed != before;
 }
@@ -266,6 +271,94 @@ void apply_message(WorkerContext &w, const po::LogicalMessage &m) {
 	}
 }
 
+// Starts auditing an upstream transaction.
+void apply_begin(WorkerContext &w, const po::Begin &m) {
+	position.xid = m.xid;
+	session.changes = 0;
+	SetCurrentStatementStartTimestamp(); // audited_at, and the local transaction's now()
+	note_group_start(w);
+	audit::writer_begin(w.writer, m);
+}
+
+void apply(WorkerContext &w, const po::Message &message);
+
+// Sends a status update when one is due, while the session is too busy to read the upstream.
+void report_while_busy() {
+	if (wal_receiver_status_interval > 0 &&
+	    TimestampDifferenceExceeds(session.last_status, GetCurrentTimestamp(), wal_receiver_status_interval * 1000))
+		send_status(false);
+}
+
+// Messages replayed between two looks at the clock.
+constexpr int kReplayBatch = 10000;
+
+// Applies the spooled messages of a streamed transaction, in the order they arrived. Each is
+// decoded as the data message of a stream block of that transaction.
+void replay(WorkerContext &w, po::Xid xid) {
+	audit::spool_replay_start(w.spool, xid);
+	po::Decoder decoder(session.decoder.protocol_version());
+	decoder.resume_stream(xid);
+	MemoryContext caller = MemoryContextSwitchTo(w.replay_context);
+	XLogRecPtr lsn;
+	const uint8_t *data;
+	size_t size;
+	for (int n = 1; audit::spool_replay_next(w.spool, &lsn, &data, &size); n++) {
+		po::Message message;
+		po::DecodeError error;
+		position.lsn = lsn;
+		position.relation = nullptr;
+		if (!decoder.decode(data, size, message, error))
+			report_malformed(error);
+		apply(w, message);
+		MemoryContextSwitchTo(caller);
+		MemoryContextReset(w.replay_context);
+		CHECK_FOR_INTERRUPTS();
+		if (n % kReplayBatch == 0)
+			report_while_busy();
+		MemoryContextSwitchTo(w.replay_context);
+	}
+	MemoryContextSwitchTo(caller);
+	MemoryContextReset(w.replay_context);
+}
+
+// Audits a streamed transaction at its commit: its spooled changes, then its commit, as one
+// upstream transaction. The spool file goes once it is read: if the local commit fails, the
+// upstream streams the transaction again from its first segment.
+void apply_stream_commit(WorkerContext &w, const po::StreamCommit &m) {
+	apply_begin(w, po::Begin{m.commit_lsn, m.commit_time, m.xid});
+	replay(w, m.xid);
+	audit::spool_remove(w.spool, m.xid);
+	apply_commit(w, po::Commit{m.flags, m.commit_lsn, m.end_lsn, m.commit_time});
+}
+
+// Whether a message type carries an xid.
+template <typename T, typename = void>
+struct HasXid : std::false_type {};
+template <typename T>
+struct HasXid<T, std::void_t<decltype(T::xid)>> : std::true_type {};
+
+// The xid a data message of a stream block carries.
+po::Xid data_xid(const po::Message &message) {
+	return std::visit(
+	    [](const auto &m) -> po::Xid {
+		    if constexpr (HasXid<std::decay_t<decltype(m)>>::value)
+			    return m.xid;
+		    else
+			    return po::kInvalidXid;
+	    },
+	    message);
+}
+
+// Spools a data message of a stream block; a non-transactional logical message, which belongs to
+// no transaction, is applied at once.
+void spool_message(WorkerContext &w, const po::Message &message, const po::XLogData &x) {
+	auto *m = std::get_if<po::LogicalMessage>(&message);
+	if (m != nullptr && !m->transactional())
+		apply_message(w, *m);
+	else
+		audit::spool_write(w.spool, data_xid(message), x.wal_start, x.data, x.size);
+}
+
 // Applies one decoded pgoutput message.
 void apply(WorkerContext &w, const po::Message &message) {
 	if (auto *m = std::get_if<po::Insert>(&message)) {
@@ -275,11 +368,7 @@ void apply(WorkerContext &w, const po::Message &message) {
 	} else if (auto *m = std::get_if<po::Delete>(&message)) {
 		apply_row(w, "DELETE", m->relation_id, m->old_kind, m->old_tuple, nullptr);
 	} else if (auto *m = std::get_if<po::Begin>(&message)) {
-		position.xid = m->xid;
-		session.changes = 0;
-		SetCurrentStatementStartTimestamp(); // audited_at, and the local transaction's now()
-		note_group_start(w);
-		audit::writer_begin(w.writer, *m);
+		apply_begin(w, *m);
 	} else if (auto *m = std::get_if<po::Commit>(&message)) {
 		apply_commit(w, *m);
 	} else if (auto *m = std::get_if<po::Relation>(&message)) {
@@ -293,10 +382,21 @@ void apply(WorkerContext &w, const po::Message &message) {
 		apply_message(w, *m);
 	} else if (auto *m = std::get_if<po::Origin>(&message)) {
 		audit::writer_origin(w.writer, *m);
+	} else if (auto *m = std::get_if<po::StreamStart>(&message)) {
+		position.xid = m->xid;
+		audit::spool_open(w.spool, m->xid, m->first_segment);
+	} else if (std::holds_alternative<po::StreamStop>(message)) {
+		audit::spool_close(w.spool);
+	} else if (auto *m = std::get_if<po::StreamCommit>(&message)) {
+		apply_stream_commit(w, *m);
+	} else if (auto *m = std::get_if<po::StreamAbort>(&message)) {
+		position.xid = m->xid;
+		audit::spool_abort(w.spool, m->xid, m->subxid);
 	} else {
 		ereport(ERROR,
-		        (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("unexpected pgoutput message in protocol version 1"),
-		         errdetail("Streamed and two-phase transactions were not requested.")));
+		        (errcode(ERRCODE_PROTOCOL_VIOLATION),
+		         errmsg("unexpected pgoutput message in protocol version %d", session.decoder.protocol_version()),
+		         errdetail("Two-phase transactions were not requested.")));
 	}
 }
 
@@ -310,7 +410,10 @@ void handle_xlogdata(WorkerContext &w, const po::XLogData &x) {
 	po::DecodeError error;
 	if (!session.decoder.decode(x.data, x.size, message, error))
 		report_malformed(error);
-	apply(w, message);
+	if (session.decoder.in_stream() && !std::holds_alternative<po::StreamStart>(message))
+		spool_message(w, message, x);
+	else
+		apply(w, message);
 }
 
 // Handles a keepalive: when idle and flushed, everything the upstream sent is audited and durable,
@@ -416,11 +519,14 @@ void start(WorkerContext &w) {
 	stream::StreamOptions options{};
 	options.slot_name = sub->slot_name;
 	options.start_lsn = origin_lsn;
-	options.proto_version = 1;
+	// Protocol 2 streams large transactions (PostgreSQL 14 on); protocol 1 sends each whole at commit.
+	options.streaming = sub->streaming && PQserverVersion(session.conn) >= 140000;
+	options.proto_version = options.streaming ? 2 : 1;
 	options.publications = sub->publications;
 	options.messages = sub->messages;
+	audit::spool_remove_all(w.spool); // what an earlier session spooled is streamed again
 	stream::start_replication(session.conn, options);
-	session.decoder = po::Decoder(1);
+	session.decoder = po::Decoder(options.proto_version);
 	session.received = session.flushed = origin_lsn;
 	session.npending = 0;
 	session.group_transactions = 0;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "audit/relations.hpp"
+#include "audit/spool.hpp"
 #include "audit/writer.hpp"
 #include "worker/shmem.hpp"
 
@@ -29,7 +30,9 @@ struct WorkerContext {
 	WorkerSlot *slot;
 	audit::Relations *relations;
 	audit::Writer *writer;
+	audit::Spool *spool;
 	MemoryContext message_context; // reset after each CopyData message
+	MemoryContext replay_context;  // reset after each message read back from a spool file
 	bool made_progress;            // set when a session commits or goes idle: the retry backoff restarts
 };
 

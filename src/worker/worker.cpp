@@ -118,7 +118,9 @@ void run_guarded(WorkerContext &w) {
 		AbortOutOfAnyTransaction();
 		audit::writer_reset(w.writer);
 		session_cleanup();
+		audit::spool_close_files(w.spool);
 		MemoryContextReset(w.message_context);
+		MemoryContextReset(w.replay_context);
 		record_error(w.slot, edata);
 		FreeErrorData(edata);
 		RESUME_INTERRUPTS();
@@ -134,7 +136,7 @@ void wait_retry(WorkerSlot *slot, long backoff_ms) {
 	CHECK_FOR_INTERRUPTS();
 }
 
-// Creates what the sessions share: relations, writer and the per-message memory context.
+// Creates what the sessions share: relations, writer, spool and the per-message memory contexts.
 WorkerContext make_context(Subscription *sub, WorkerSlot *slot) {
 	WorkerContext w{};
 	w.subscription = sub;
@@ -143,7 +145,10 @@ WorkerContext make_context(Subscription *sub, WorkerSlot *slot) {
 	    AllocSetContextCreate(TopMemoryContext, "logical_audit relations", ALLOCSET_DEFAULT_SIZES));
 	w.writer = audit::writer_create(
 	    sub->name, AllocSetContextCreate(TopMemoryContext, "logical_audit writer", ALLOCSET_DEFAULT_SIZES));
+	w.spool = audit::spool_create(
+	    sub->id, AllocSetContextCreate(TopMemoryContext, "logical_audit spool", ALLOCSET_DEFAULT_SIZES));
 	w.message_context = AllocSetContextCreate(TopMemoryContext, "logical_audit message", ALLOCSET_DEFAULT_SIZES);
+	w.replay_context = AllocSetContextCreate(TopMemoryContext, "logical_audit replay", ALLOCSET_DEFAULT_SIZES);
 	return w;
 }
 

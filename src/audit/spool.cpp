@@ -1,0 +1,349 @@
+// Spool files of streamed transactions: pg_logical_audit/<subscription id>-<xid>.stream under the
+// data directory, a sequence of records (message size: 4 bytes, WAL start: 8 bytes, the pgoutput
+// message as received). The files need no fsync: after a crash the upstream streams every
+// uncommitted transaction again from its first segment.
+//
+// Each transaction keeps, in memory, the offset where each of its subtransactions wrote first: an
+// aborted subtransaction's changes, and those of the subtransactions nested in it, all follow that
+// offset (the upstream streams a transaction's changes in WAL order), so the file is cut there.
+#include "audit/spool.hpp"
+
+#include "pg.hpp"
+
+namespace logical_audit::audit {
+
+namespace {
+
+namespace po = pgoutput;
+
+constexpr const char *kDirectory = "pg_logical_audit";
+constexpr size_t kBufferSize = 64 * 1024;
+constexpr size_t kHeaderSize = 12;
+
+// Where a subtransaction's first message starts in its transaction's file.
+struct SubxactStart {
+	po::Xid xid;
+	off_t offset;
+};
+
+// A streamed transaction not yet committed or aborted.
+struct StreamedTxn {
+	po::Xid xid;
+	SubxactStart *subxacts; // in the order they first wrote
+	int nsubxacts;
+	int capacity;
+};
+
+} // namespace
+
+struct Spool {
+	int subscription_id;
+	MemoryContext context;
+	StreamedTxn *txns;
+	int ntxns;
+	int capacity;
+	int fd;            // the file being appended to or read, or -1
+	StreamedTxn *open; // the transaction being appended to, or nullptr
+	off_t offset;      // end of the appended file, buffered bytes included
+	char *buffer;      // write buffer, or read buffer when replaying
+	size_t buffered;   // bytes in the buffer
+	size_t read_pos;   // next byte to read from the buffer
+};
+
+namespace {
+
+// The path of a transaction's spool file.
+void spool_path(const Spool *s, po::Xid xid, char (&path)[MAXPGPATH]) {
+	snprintf(path, MAXPGPATH, "%s/%d-%u.stream", kDirectory, s->subscription_id, xid);
+}
+
+// Creates the spool directory when it does not exist yet.
+void make_directory() {
+	if (MakePGDirectory(kDirectory) < 0 && errno != EEXIST)
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not create directory \"%s\": %m", kDirectory)));
+}
+
+// Opens a spool file; ERROR when it cannot.
+int open_file(const char *path, int flags) {
+	int fd = BasicOpenFile(path, flags | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not open spool file \"%s\": %m", path)));
+	return fd;
+}
+
+// Removes a file; one that is already gone is fine.
+void remove_file(const char *path) {
+	if (unlink(path) < 0 && errno != ENOENT)
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not remove spool file \"%s\": %m", path)));
+}
+
+// Writes all bytes to the open file.
+void write_all(Spool *s, const char *data, size_t size) {
+	while (size > 0) {
+		ssize_t written = write(s->fd, data, size);
+		if (written < 0 && errno == EINTR)
+			continue;
+		if (written <= 0) {
+			if (written == 0)
+				errno = ENOSPC;
+			ereport(ERROR,
+			        (errcode_for_file_access(), errmsg("could not write to a spool file in \"%s\": %m", kDirectory),
+			         errhint("Check free disk space in the data directory.")));
+		}
+		data += written;
+		size -= written;
+	}
+}
+
+// Writes the buffered bytes to the open file.
+void flush_buffer(Spool *s) {
+	write_all(s, s->buffer, s->buffered);
+	s->buffered = 0;
+}
+
+// Appends bytes through the buffer; a message larger than the buffer goes straight to the file.
+void append(Spool *s, const void *data, size_t size) {
+	if (s->buffered + size > kBufferSize)
+		flush_buffer(s);
+	if (size > kBufferSize)
+		write_all(s, static_cast<const char *>(data), size);
+	else {
+		memcpy(s->buffer + s->buffered, data, size);
+		s->buffered += size;
+	}
+	s->offset += size;
+}
+
+// Reads exactly size bytes from the file being replayed; false at a clean end of file (no byte).
+bool read_exact(Spool *s, void *dst, size_t size) {
+	char *out = static_cast<char *>(dst);
+	size_t done = 0;
+	while (done < size) {
+		if (s->read_pos == s->buffered) {
+			ssize_t got = read(s->fd, s->buffer, kBufferSize);
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got < 0)
+				ereport(ERROR,
+				        (errcode_for_file_access(), errmsg("could not read a spool file in \"%s\": %m", kDirectory)));
+			if (got == 0) {
+				if (done == 0)
+					return false;
+				ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+				                errmsg("spool file in \"%s\" ends inside a record", kDirectory)));
+			}
+			s->buffered = got;
+			s->read_pos = 0;
+		}
+		size_t n = Min(size - done, s->buffered - s->read_pos);
+		memcpy(out + done, s->buffer + s->read_pos, n);
+		s->read_pos += n;
+		done += n;
+	}
+	return true;
+}
+
+// The transaction's entry, or nullptr.
+StreamedTxn *find_txn(const Spool *s, po::Xid xid) {
+	for (int i = 0; i < s->ntxns; i++)
+		if (s->txns[i].xid == xid)
+			return &s->txns[i];
+	return nullptr;
+}
+
+// A new entry for a transaction.
+StreamedTxn *add_txn(Spool *s, po::Xid xid) {
+	if (s->ntxns == s->capacity) {
+		s->capacity *= 2;
+		s->txns = static_cast<StreamedTxn *>(repalloc(s->txns, sizeof(StreamedTxn) * s->capacity));
+	}
+	StreamedTxn *t = &s->txns[s->ntxns++];
+	*t = {xid, nullptr, 0, 0};
+	return t;
+}
+
+// Forgets a transaction's entry.
+void forget_txn(Spool *s, StreamedTxn *t) {
+	if (t->subxacts != nullptr)
+		pfree(t->subxacts);
+	*t = s->txns[--s->ntxns];
+}
+
+// Notes where a subtransaction writes first; its later messages need nothing.
+void note_subxact(Spool *s, StreamedTxn *t, po::Xid xid) {
+	if (xid == t->xid || (t->nsubxacts > 0 && t->subxacts[t->nsubxacts - 1].xid == xid))
+		return;
+	for (int i = 0; i < t->nsubxacts; i++)
+		if (t->subxacts[i].xid == xid)
+			return;
+	if (t->nsubxacts == t->capacity) {
+		t->capacity = Max(8, t->capacity * 2);
+		MemoryContext caller = MemoryContextSwitchTo(s->context);
+		t->subxacts = static_cast<SubxactStart *>(t->subxacts == nullptr
+		                                              ? palloc(sizeof(SubxactStart) * t->capacity)
+		                                              : repalloc(t->subxacts, sizeof(SubxactStart) * t->capacity));
+		MemoryContextSwitchTo(caller);
+	}
+	t->subxacts[t->nsubxacts++] = {xid, s->offset};
+}
+
+// Whether a directory entry is one of this subscription's stream files.
+bool is_own_stream_file(const Spool *s, const char *name) {
+	char prefix[32];
+	snprintf(prefix, sizeof prefix, "%d-", s->subscription_id);
+	size_t len = strlen(name);
+	return strncmp(name, prefix, strlen(prefix)) == 0 && len > 7 && strcmp(name + len - 7, ".stream") == 0;
+}
+
+} // namespace
+
+Spool *spool_create(int subscription_id, MemoryContext context) {
+	Spool *s = static_cast<Spool *>(MemoryContextAllocZero(context, sizeof(Spool)));
+	s->subscription_id = subscription_id;
+	s->context = context;
+	s->capacity = 4;
+	s->txns = static_cast<StreamedTxn *>(MemoryContextAlloc(context, sizeof(StreamedTxn) * s->capacity));
+	s->buffer = static_cast<char *>(MemoryContextAlloc(context, kBufferSize));
+	s->fd = -1;
+	return s;
+}
+
+void spool_remove_all(Spool *s) {
+	spool_close_files(s);
+	while (s->ntxns > 0)
+		forget_txn(s, &s->txns[0]);
+	make_directory();
+	DIR *dir = AllocateDir(kDirectory);
+	struct dirent *entry;
+	while ((entry = ReadDir(dir, kDirectory)) != nullptr) {
+		if (!is_own_stream_file(s, entry->d_name))
+			continue;
+		char path[MAXPGPATH];
+		snprintf(path, MAXPGPATH, "%s/%s", kDirectory, entry->d_name);
+		remove_file(path);
+	}
+	FreeDir(dir);
+}
+
+void spool_open(Spool *s, po::Xid xid, bool first_segment) {
+	StreamedTxn *t = find_txn(s, xid);
+	if (t == nullptr && !first_segment)
+		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
+		                errmsg("stream start of transaction %u continues a transaction that was never started", xid),
+		                errdetail("Its first segment did not arrive in this session.")));
+	if (t == nullptr)
+		t = add_txn(s, xid);
+	if (first_segment)
+		t->nsubxacts = 0;
+	char path[MAXPGPATH];
+	spool_path(s, xid, path);
+	s->fd = open_file(path, O_WRONLY | O_CREAT | (first_segment ? O_TRUNC : O_APPEND));
+	s->offset = first_segment ? 0 : lseek(s->fd, 0, SEEK_END);
+	if (s->offset < 0)
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not seek in spool file \"%s\": %m", path)));
+	s->buffered = 0;
+	s->open = t;
+}
+
+void spool_write(Spool *s, po::Xid xid, XLogRecPtr lsn, const uint8_t *data, size_t size) {
+	Assert(s->open != nullptr);
+	if (size > PG_UINT32_MAX)
+		ereport(ERROR,
+		        (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED), errmsg("streamed message of %zu bytes is too large", size)));
+	note_subxact(s, s->open, xid);
+	uint8_t header[kHeaderSize];
+	uint32 size32 = static_cast<uint32>(size);
+	uint64 lsn64 = lsn;
+	memcpy(header, &size32, sizeof size32);
+	memcpy(header + sizeof size32, &lsn64, sizeof lsn64);
+	append(s, header, kHeaderSize);
+	append(s, data, size);
+}
+
+void spool_close(Spool *s) {
+	if (s->open == nullptr)
+		return;
+	flush_buffer(s);
+	close(s->fd);
+	s->fd = -1;
+	s->open = nullptr;
+}
+
+bool spool_has(const Spool *s, po::Xid xid) {
+	return find_txn(s, xid) != nullptr;
+}
+
+bool spool_any(const Spool *s) {
+	return s->ntxns > 0;
+}
+
+void spool_abort(Spool *s, po::Xid xid, po::Xid subxid) {
+	StreamedTxn *t = find_txn(s, xid);
+	if (t == nullptr)
+		return; // nothing of it was streamed in this session
+	char path[MAXPGPATH];
+	spool_path(s, xid, path);
+	if (subxid == xid) {
+		remove_file(path);
+		forget_txn(s, t);
+		return;
+	}
+	for (int i = 0; i < t->nsubxacts; i++) {
+		if (t->subxacts[i].xid != subxid)
+			continue;
+		if (truncate(path, t->subxacts[i].offset) < 0)
+			ereport(ERROR, (errcode_for_file_access(), errmsg("could not truncate spool file \"%s\": %m", path)));
+		t->nsubxacts = i;
+		return;
+	}
+}
+
+void spool_replay_start(Spool *s, po::Xid xid) {
+	if (find_txn(s, xid) == nullptr)
+		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
+		                errmsg("stream commit of transaction %u, which streamed nothing in this session", xid)));
+	char path[MAXPGPATH];
+	spool_path(s, xid, path);
+	s->fd = open_file(path, O_RDONLY);
+	s->buffered = 0;
+	s->read_pos = 0;
+}
+
+bool spool_replay_next(Spool *s, XLogRecPtr *lsn, const uint8_t **data, size_t *size) {
+	uint8_t header[kHeaderSize];
+	if (!read_exact(s, header, kHeaderSize))
+		return false;
+	uint32 size32;
+	uint64 lsn64;
+	memcpy(&size32, header, sizeof size32);
+	memcpy(&lsn64, header + sizeof size32, sizeof lsn64);
+	uint8_t *message = static_cast<uint8_t *>(palloc_extended(Max(size32, 1), MCXT_ALLOC_HUGE));
+	if (!read_exact(s, message, size32) && size32 > 0)
+		ereport(ERROR,
+		        (errcode(ERRCODE_DATA_CORRUPTED), errmsg("spool file in \"%s\" ends inside a record", kDirectory)));
+	*lsn = lsn64;
+	*data = message;
+	*size = size32;
+	return true;
+}
+
+void spool_remove(Spool *s, po::Xid xid) {
+	spool_close_files(s);
+	char path[MAXPGPATH];
+	spool_path(s, xid, path);
+	remove_file(path);
+	StreamedTxn *t = find_txn(s, xid);
+	if (t != nullptr)
+		forget_txn(s, t);
+}
+
+void spool_close_files(Spool *s) {
+	if (s->fd >= 0)
+		close(s->fd);
+	s->fd = -1;
+	s->open = nullptr;
+	s->buffered = 0;
+	s->read_pos = 0;
+}
+
+} // namespace logical_audit::audit
