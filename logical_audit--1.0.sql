@@ -25,7 +25,9 @@ CREATE TABLE logical_audit.subscription (
 SELECT pg_catalog.pg_extension_config_dump('logical_audit.subscription', '');
 SELECT pg_catalog.pg_extension_config_dump('logical_audit.subscription_id_seq', '');
 
--- One row per audited upstream transaction.
+-- One row per audited upstream transaction. A prepared transaction (two-phase) shows its gid and
+-- prepare time; one rolled back (ROLLBACK PREPARED) is recorded with rolled_back, no changes, and
+-- its PREPARE's LSN as commit_lsn.
 CREATE TABLE logical_audit.transaction (
 	subscription  text NOT NULL,
 	xid           xid8 NOT NULL,
@@ -36,6 +38,9 @@ CREATE TABLE logical_audit.transaction (
 	change_count  bigint NOT NULL,
 	annotations   jsonb,
 	audited_at    timestamptz NOT NULL DEFAULT now(),
+	gid           text,
+	prepare_time  timestamptz,
+	rolled_back   boolean NOT NULL DEFAULT false,
 	PRIMARY KEY (subscription, commit_lsn)
 );
 

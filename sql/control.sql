@@ -36,7 +36,6 @@ SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], optio
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"messages": "yes"}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"messages": null}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"binary": true}');
-SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"two_phase": true}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"snapshot": true}');
 
 -- The upstream must be reachable (its error never shows the password), have every publication

@@ -1,7 +1,10 @@
-// Spool files of streamed transactions: pg_logical_audit/<subscription id>-<xid>.stream under the
-// data directory, a sequence of records (message size: 4 bytes, WAL start: 8 bytes, the pgoutput
-// message as received). The files need no fsync: after a crash the upstream streams every
-// uncommitted transaction again from its first segment.
+// Spool files of streamed and prepared transactions: pg_logical_audit/<subscription id>-<xid>.stream
+// under the data directory, a sequence of records (message size: 4 bytes, its top bit set for a
+// message sent outside a stream block; WAL start: 8 bytes; the pgoutput message as received).
+// Stream files need no fsync: after a crash the upstream streams every uncommitted transaction
+// again from its first segment. A prepared transaction's file is made durable and renamed to
+// <subscription id>-<xid>.prepared before its PREPARE is confirmed: the upstream sends only its
+// COMMIT PREPARED or ROLLBACK PREPARED after that.
 //
 // Each transaction keeps, in memory, the offset where each of its subtransactions wrote first: an
 // aborted subtransaction's changes, and those of the subtransactions nested in it, all follow that
@@ -19,6 +22,9 @@ namespace po = pgoutput;
 constexpr const char *kDirectory = "pg_logical_audit";
 constexpr size_t kBufferSize = 64 * 1024;
 constexpr size_t kHeaderSize = 12;
+constexpr uint32 kOutsideStream = 0x80000000; // in a record's size: the message came outside a stream block
+constexpr const char *kStreamSuffix = "stream";
+constexpr const char *kPreparedSuffix = "prepared";
 
 // Where a subtransaction's first message starts in its transaction's file.
 struct SubxactStart {
@@ -52,9 +58,10 @@ struct Spool {
 
 namespace {
 
-// The path of a transaction's spool file.
-void spool_path(const Spool *s, po::Xid xid, char (&path)[MAXPGPATH]) {
-	snprintf(path, MAXPGPATH, "%s/%d-%u.stream", kDirectory, s->subscription_id, xid);
+// The path of a transaction's stream or prepared spool file.
+void spool_path(const Spool *s, po::Xid xid, char (&path)[MAXPGPATH], bool prepared = false) {
+	snprintf(path, MAXPGPATH, "%s/%d-%u.%s", kDirectory, s->subscription_id, xid,
+	         prepared ? kPreparedSuffix : kStreamSuffix);
 }
 
 // Creates the spool directory when it does not exist yet.
@@ -192,7 +199,9 @@ bool is_own_stream_file(const Spool *s, const char *name) {
 	char prefix[32];
 	snprintf(prefix, sizeof prefix, "%d-", s->subscription_id);
 	size_t len = strlen(name);
-	return strncmp(name, prefix, strlen(prefix)) == 0 && len > 7 && strcmp(name + len - 7, ".stream") == 0;
+	size_t suffix = strlen(kStreamSuffix) + 1;
+	return strncmp(name, prefix, strlen(prefix)) == 0 && len > suffix && name[len - suffix] == '.' &&
+	       strcmp(name + len - suffix + 1, kStreamSuffix) == 0;
 }
 
 } // namespace
@@ -245,14 +254,14 @@ void spool_open(Spool *s, po::Xid xid, bool first_segment) {
 	s->open = t;
 }
 
-void spool_write(Spool *s, po::Xid xid, XLogRecPtr lsn, const uint8_t *data, size_t size) {
+void spool_write(Spool *s, po::Xid xid, XLogRecPtr lsn, const uint8_t *data, size_t size, bool in_stream) {
 	Assert(s->open != nullptr);
-	if (size > PG_UINT32_MAX)
+	if (size >= kOutsideStream)
 		ereport(ERROR,
 		        (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED), errmsg("streamed message of %zu bytes is too large", size)));
 	note_subxact(s, s->open, xid);
 	uint8_t header[kHeaderSize];
-	uint32 size32 = static_cast<uint32>(size);
+	uint32 size32 = static_cast<uint32>(size) | (in_stream ? 0 : kOutsideStream);
 	uint64 lsn64 = lsn;
 	memcpy(header, &size32, sizeof size32);
 	memcpy(header + sizeof size32, &lsn64, sizeof lsn64);
@@ -298,18 +307,22 @@ void spool_abort(Spool *s, po::Xid xid, po::Xid subxid) {
 	}
 }
 
-void spool_replay_start(Spool *s, po::Xid xid) {
-	if (find_txn(s, xid) == nullptr)
-		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
-		                errmsg("stream commit of transaction %u, which streamed nothing in this session", xid)));
+bool spool_replay_start(Spool *s, po::Xid xid, bool prepared) {
 	char path[MAXPGPATH];
-	spool_path(s, xid, path);
-	s->fd = open_file(path, O_RDONLY);
+	spool_path(s, xid, path, prepared);
+	if (!prepared && find_txn(s, xid) == nullptr)
+		return false;
+	s->fd = BasicOpenFile(path, O_RDONLY | PG_BINARY);
+	if (s->fd < 0 && errno == ENOENT)
+		return false;
+	if (s->fd < 0)
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not open spool file \"%s\": %m", path)));
 	s->buffered = 0;
 	s->read_pos = 0;
+	return true;
 }
 
-bool spool_replay_next(Spool *s, XLogRecPtr *lsn, const uint8_t **data, size_t *size) {
+bool spool_replay_next(Spool *s, XLogRecPtr *lsn, const uint8_t **data, size_t *size, bool *in_stream) {
 	uint8_t header[kHeaderSize];
 	if (!read_exact(s, header, kHeaderSize))
 		return false;
@@ -317,6 +330,8 @@ bool spool_replay_next(Spool *s, XLogRecPtr *lsn, const uint8_t **data, size_t *
 	uint64 lsn64;
 	memcpy(&size32, header, sizeof size32);
 	memcpy(&lsn64, header + sizeof size32, sizeof lsn64);
+	*in_stream = (size32 & kOutsideStream) == 0;
+	size32 &= ~kOutsideStream;
 	uint8_t *message = static_cast<uint8_t *>(palloc_extended(Max(size32, 1), MCXT_ALLOC_HUGE));
 	if (!read_exact(s, message, size32) && size32 > 0)
 		ereport(ERROR,
@@ -327,10 +342,24 @@ bool spool_replay_next(Spool *s, XLogRecPtr *lsn, const uint8_t **data, size_t *
 	return true;
 }
 
-void spool_remove(Spool *s, po::Xid xid) {
+void spool_prepare(Spool *s, po::Xid xid) {
+	Assert(s->open != nullptr && s->open->xid == xid);
+	flush_buffer(s);
+	char path[MAXPGPATH];
+	char prepared[MAXPGPATH];
+	spool_path(s, xid, path);
+	spool_path(s, xid, prepared, true);
+	if (pg_fsync(s->fd) != 0)
+		ereport(ERROR, (errcode_for_file_access(), errmsg("could not fsync spool file \"%s\": %m", path)));
+	spool_close_files(s);
+	durable_rename(path, prepared, ERROR);
+	forget_txn(s, find_txn(s, xid));
+}
+
+void spool_remove(Spool *s, po::Xid xid, bool prepared) {
 	spool_close_files(s);
 	char path[MAXPGPATH];
-	spool_path(s, xid, path);
+	spool_path(s, xid, path, prepared);
 	remove_file(path);
 	StreamedTxn *t = find_txn(s, xid);
 	if (t != nullptr)

@@ -1,10 +1,13 @@
-// Spool files of streamed upstream transactions: the data messages of each streamed chunk are
-// appended, as received, to one file per transaction under the data directory, and read back in
-// order when the transaction commits. Memory stays flat whatever the size of the transaction.
+// Spool files of streamed and prepared upstream transactions: the data messages of each streamed
+// chunk (or of a transaction being prepared) are appended, as received, to one file per
+// transaction under the data directory, and read back in order when the transaction commits.
+// Memory stays flat whatever the size of the transaction.
 //
-// A file is rewritten from its start when the upstream streams the transaction's first segment
-// again (after a reconnect it always does), truncated when a subtransaction aborts, and removed
-// after the commit or abort; a session removes its subscription's leftovers when it starts.
+// A stream file is rewritten from its start when the upstream streams the transaction's first
+// segment again (after a reconnect it always does), truncated when a subtransaction aborts, and
+// removed after the commit or abort; a session removes its subscription's leftovers when it
+// starts. A prepared transaction's file is made durable at its PREPARE and kept, across sessions
+// and restarts, until its COMMIT PREPARED or ROLLBACK PREPARED is audited.
 // Everything here is plain data (file descriptors and palloc'd memory): after an ERROR the caller
 // calls spool_close_files().
 #pragma once
@@ -21,14 +24,17 @@ struct Spool; // opaque
 Spool *spool_create(int subscription_id, MemoryContext context);
 
 // Removes every stream file of the subscription and forgets their transactions (session start).
+// Prepared transactions' files stay.
 void spool_remove_all(Spool *spool);
 
-// Starts appending to the transaction's file (Stream Start): a first segment starts it anew.
+// Starts appending to the transaction's file (Stream Start, Begin Prepare, or before a Stream
+// Prepare): a first segment starts it anew.
 void spool_open(Spool *spool, pgoutput::Xid xid, bool first_segment);
 
-// Appends one data message of the open transaction; xid is the one the message carries (a
-// subtransaction's for a change made in it). lsn is where the message's WAL starts.
-void spool_write(Spool *spool, pgoutput::Xid xid, XLogRecPtr lsn, const uint8_t *data, size_t size);
+// Appends one message of the open transaction; xid is the one the message carries (a
+// subtransaction's for a change made in it), lsn where its WAL starts, in_stream whether it came
+// inside a stream block (and so carries its xid).
+void spool_write(Spool *spool, pgoutput::Xid xid, XLogRecPtr lsn, const uint8_t *data, size_t size, bool in_stream);
 
 // Stops appending (Stream Stop): the buffered bytes reach the file.
 void spool_close(Spool *spool);
@@ -42,14 +48,18 @@ bool spool_any(const Spool *spool);
 // Discards what an aborted subtransaction (subxid != xid) or the whole transaction wrote.
 void spool_abort(Spool *spool, pgoutput::Xid xid, pgoutput::Xid subxid);
 
-// Starts reading a transaction's file from its beginning, for its commit.
-void spool_replay_start(Spool *spool, pgoutput::Xid xid);
+// Makes the open transaction's file durable as a prepared transaction's, and closes it.
+void spool_prepare(Spool *spool, pgoutput::Xid xid);
+
+// Starts reading a transaction's stream (or prepared) file from its beginning; false when there
+// is none.
+bool spool_replay_start(Spool *spool, pgoutput::Xid xid, bool prepared);
 
 // Reads the next message into memory of the current context; false at the end of the file.
-bool spool_replay_next(Spool *spool, XLogRecPtr *lsn, const uint8_t **data, size_t *size);
+bool spool_replay_next(Spool *spool, XLogRecPtr *lsn, const uint8_t **data, size_t *size, bool *in_stream);
 
-// Removes the file of a transaction whose replay is done, and forgets it.
-void spool_remove(Spool *spool, pgoutput::Xid xid);
+// Removes the stream (or prepared) file of a transaction whose replay is done, and forgets it.
+void spool_remove(Spool *spool, pgoutput::Xid xid, bool prepared);
 
 // Closes the open file descriptors after an ERROR (the files stay, for spool_remove_all).
 void spool_close_files(Spool *spool);

@@ -65,10 +65,14 @@ enum TransactionColumn {
 	kTxnChangeCount,
 	kTxnAnnotations,
 	kTxnAuditedAt,
+	kTxnGid,
+	kTxnPrepareTime,
+	kTxnRolledBack,
 	kTxnColumns
 };
-const char *const kTransactionNames[] = {"subscription", "xid",          "commit_lsn",  "end_lsn",   "commit_time",
-                                         "origin",       "change_count", "annotations", "audited_at"};
+const char *const kTransactionNames[] = {"subscription", "xid",    "commit_lsn",   "end_lsn",
+                                         "commit_time",  "origin", "change_count", "annotations",
+                                         "audited_at",   "gid",    "prepare_time", "rolled_back"};
 
 enum MessageColumn {
 	kMsgSubscription,
@@ -134,8 +138,11 @@ struct Writer {
 	XLogRecPtr final_lsn;
 	TimestampTz audited_at; // when the upstream transaction's Begin arrived
 	char *origin;           // from an Origin message, or nullptr
-	Datum annotations;      // jsonb object, or 0 when none
-	int32 ordinal;          // of the latest change
+	char *gid;              // of a prepared transaction, or nullptr
+	TimestampTz prepare_time;
+	bool rolled_back;  // a prepared transaction rolled back: recorded without changes
+	Datum annotations; // jsonb object, or 0 when none
+	int32 ordinal;     // of the latest change
 	Target targets[kTables];
 };
 
@@ -441,9 +448,22 @@ void insert_transaction(Writer *w, const po::Commit &commit) {
 	    Int64GetDatum(w->ordinal),
 	    copy_varlena(w->annotations, w->annotations == (Datum)0, &t->buffered_bytes),
 	    TimestampTzGetDatum(w->audited_at),
+	    w->gid != nullptr ? CStringGetTextDatum(w->gid) : (Datum)0,
+	    TimestampTzGetDatum(w->prepare_time),
+	    BoolGetDatum(w->rolled_back),
 	};
-	bool isnull[kTxnColumns] = {
-	    false, false, false, false, false, w->origin == nullptr, false, w->annotations == (Datum)0, false};
+	bool isnull[kTxnColumns] = {false,
+	                            false,
+	                            false,
+	                            false,
+	                            false,
+	                            w->origin == nullptr,
+	                            false,
+	                            w->annotations == (Datum)0,
+	                            false,
+	                            w->gid == nullptr,
+	                            w->gid == nullptr,
+	                            false};
 	buffer_row(w, t, kTxnColumns, values, isnull, kTransactionTable);
 	MemoryContextSwitchTo(caller);
 }
@@ -461,6 +481,9 @@ Datum op_text(Writer *w, const char *op) {
 void end_transaction(Writer *w) {
 	w->in_transaction = false;
 	w->origin = nullptr;
+	w->gid = nullptr;
+	w->prepare_time = 0;
+	w->rolled_back = false;
 	w->annotations = (Datum)0;
 	w->ordinal = 0;
 }
@@ -592,6 +615,25 @@ void writer_commit(Writer *w, const po::Commit &commit) {
 	w->progress_lsn = Max(w->progress_lsn, commit.end_lsn);
 	w->progress_time = commit.commit_time;
 	end_transaction(w);
+}
+
+void writer_prepared(Writer *w, std::string_view gid, TimestampTz prepare_time, bool rolled_back) {
+	if (!w->in_transaction)
+		misplaced("prepare", false);
+	pg_verifymbstr(gid.data(), static_cast<int>(gid.size()), false);
+	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
+	w->gid = pnstrdup(gid.data(), gid.size());
+	MemoryContextSwitchTo(caller);
+	w->prepare_time = prepare_time;
+	w->rolled_back = rolled_back;
+}
+
+void writer_progress(Writer *w, XLogRecPtr lsn, TimestampTz time) {
+	if (w->in_transaction)
+		misplaced("prepare", true);
+	open_local(w);
+	w->progress_lsn = Max(w->progress_lsn, lsn);
+	w->progress_time = time;
 }
 
 bool writer_local_open(const Writer *w) {

@@ -7,6 +7,8 @@
 // and memory per batch is bounded.
 #pragma once
 
+#include <string_view>
+
 #include "pgoutput/messages.hpp"
 
 #include "pg.hpp"
@@ -48,6 +50,14 @@ void writer_origin(Writer *writer, const pgoutput::Origin &origin);
 // time the origin progress of the local transaction, which stays open for more upstream
 // transactions until writer_commit_local.
 void writer_commit(Writer *writer, const pgoutput::Commit &commit);
+
+// Marks the open upstream transaction as a prepared one (its transaction row shows gid and
+// prepare time); rolled_back records a ROLLBACK PREPARED, which has no changes.
+void writer_prepared(Writer *writer, std::string_view gid, TimestampTz prepare_time, bool rolled_back);
+
+// Makes the upstream position reach lsn (the end of a PREPARE whose changes are spooled) in the
+// open local transaction (or a new one), outside any upstream transaction.
+void writer_progress(Writer *writer, XLogRecPtr lsn, TimestampTz time);
 
 // Whether a local transaction is open, holding upstream transactions or messages not yet committed.
 bool writer_local_open(const Writer *writer);

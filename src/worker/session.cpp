@@ -56,6 +56,7 @@ struct Session {
 	TimestampTz last_receipt;
 	TimestampTz last_status;
 	bool ping_sent;
+	po::Xid preparing;                 // the transaction between Begin Prepare and Prepare, or kInvalidXid
 	int64 changes;                     // changes of the open upstream transaction
 	int group_transactions;            // upstream transactions and lone messages in the local transaction
 	int64 group_changes;               // their changes
@@ -292,24 +293,44 @@ void report_while_busy() {
 // Messages replayed between two looks at the clock.
 constexpr int kReplayBatch = 10000;
 
-// Applies the spooled messages of a streamed transaction, in the order they arrived. Each is
-// decoded as the data message of a stream block of that transaction.
-void replay(WorkerContext &w, po::Xid xid) {
-	audit::spool_replay_start(w.spool, xid);
+// The fields of a Prepare or Stream Prepare message, else nullptr.
+const po::PrepareFields *prepare_fields(const po::Message &message) {
+	if (auto *m = std::get_if<po::Prepare>(&message))
+		return m;
+	return std::get_if<po::StreamPrepare>(&message);
+}
+
+// Applies the spooled messages of a streamed or prepared transaction, in the order they arrived,
+// each decoded as it came (inside a stream block of that transaction or not). A prepared
+// transaction's file ends with its Prepare, which marks the upstream transaction as prepared; with
+// apply_changes false, only that is read, into *prepare_lsn. False when there is no such file.
+bool replay(WorkerContext &w, po::Xid xid, bool prepared, bool apply_changes, XLogRecPtr *prepare_lsn) {
+	if (!audit::spool_replay_start(w.spool, xid, prepared))
+		return false;
 	po::Decoder decoder(session.decoder.protocol_version());
-	decoder.resume_stream(xid);
 	MemoryContext caller = MemoryContextSwitchTo(w.replay_context);
 	XLogRecPtr lsn;
 	const uint8_t *data;
 	size_t size;
-	for (int n = 1; audit::spool_replay_next(w.spool, &lsn, &data, &size); n++) {
+	bool in_stream;
+	for (int n = 1; audit::spool_replay_next(w.spool, &lsn, &data, &size, &in_stream); n++) {
 		po::Message message;
 		po::DecodeError error;
 		position.lsn = lsn;
 		position.relation = nullptr;
+		if (in_stream)
+			decoder.resume_stream(xid);
+		else
+			decoder.reset();
 		if (!decoder.decode(data, size, message, error))
 			report_malformed(error);
-		apply(w, message);
+		if (const po::PrepareFields *p = prepare_fields(message)) {
+			*prepare_lsn = p->prepare_lsn;
+			if (apply_changes)
+				audit::writer_prepared(w.writer, p->gid, p->prepare_time, false);
+		} else if (apply_changes) {
+			apply(w, message);
+		}
 		MemoryContextSwitchTo(caller);
 		MemoryContextReset(w.replay_context);
 		CHECK_FOR_INTERRUPTS();
@@ -319,16 +340,91 @@ void replay(WorkerContext &w, po::Xid xid) {
 	}
 	MemoryContextSwitchTo(caller);
 	MemoryContextReset(w.replay_context);
+	return true;
 }
 
 // Audits a streamed transaction at its commit: its spooled changes, then its commit, as one
 // upstream transaction. The spool file goes once it is read: if the local commit fails, the
 // upstream streams the transaction again from its first segment.
 void apply_stream_commit(WorkerContext &w, const po::StreamCommit &m) {
+	XLogRecPtr unused;
 	apply_begin(w, po::Begin{m.commit_lsn, m.commit_time, m.xid});
-	replay(w, m.xid);
-	audit::spool_remove(w.spool, m.xid);
+	if (!replay(w, m.xid, false, true, &unused))
+		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
+		                errmsg("stream commit of transaction %u, which streamed nothing in this session", m.xid)));
+	audit::spool_remove(w.spool, m.xid, false);
 	apply_commit(w, po::Commit{m.flags, m.commit_lsn, m.end_lsn, m.commit_time});
+}
+
+// Starts spooling a transaction that will be prepared: its messages go to its file until Prepare.
+void apply_begin_prepare(WorkerContext &w, const po::BeginPrepare &m) {
+	if (audit::writer_in_transaction(w.writer) || session.preparing != po::kInvalidXid)
+		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("unexpected pgoutput begin prepare message"),
+		                errdetail("The message arrived inside an open transaction.")));
+	position.xid = m.xid;
+	session.preparing = m.xid;
+	audit::spool_open(w.spool, m.xid, true);
+}
+
+// Ends a prepared transaction's file with its Prepare (or Stream Prepare) message and makes it
+// durable; then the local transaction records the upstream position at the PREPARE's end, for the
+// upstream sends only the COMMIT PREPARED or ROLLBACK PREPARED after that.
+void apply_prepare(WorkerContext &w, const po::PrepareFields &m, const po::XLogData &x, bool streamed) {
+	if (streamed)
+		audit::spool_open(w.spool, m.xid, false);
+	else if (session.preparing != m.xid)
+		ereport(ERROR,
+		        (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("prepare of transaction %u without its begin", m.xid)));
+	position.xid = m.xid;
+	audit::spool_write(w.spool, m.xid, x.wal_start, x.data, x.size, false);
+	audit::spool_prepare(w.spool, m.xid);
+	session.preparing = po::kInvalidXid;
+	SetCurrentStatementStartTimestamp();
+	note_group_start(w);
+	audit::writer_progress(w.writer, m.end_lsn, m.prepare_time);
+	session.group_transactions++;
+	if (group_full())
+		commit_group(w);
+}
+
+// Commits the local transaction now and waits for its flush: the caller then removes a prepared
+// transaction's file, which nothing could rebuild.
+void commit_durably(WorkerContext &w) {
+	commit_group(w);
+	flush_pending();
+	advance_flushed(w);
+}
+
+// Audits a prepared transaction at its COMMIT PREPARED, from its file: gid and prepare time on
+// its transaction row.
+void apply_commit_prepared(WorkerContext &w, const po::CommitPrepared &m) {
+	XLogRecPtr prepare_lsn;
+	apply_begin(w, po::Begin{m.commit_lsn, m.commit_time, m.xid});
+	if (!replay(w, m.xid, true, true, &prepare_lsn))
+		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
+		                errmsg("no spooled changes for prepared transaction %u (gid \"%.*s\")", m.xid,
+		                       static_cast<int>(m.gid.size()), m.gid.data()),
+		                errdetail("The spool file of its PREPARE is missing from the data directory.")));
+	apply_commit(w, po::Commit{m.flags, m.commit_lsn, m.end_lsn, m.commit_time});
+	commit_durably(w);
+	audit::spool_remove(w.spool, m.xid, true);
+}
+
+// Records a ROLLBACK PREPARED: a transaction row marked rolled back, without changes, under its
+// PREPARE's LSN. A prepared transaction whose PREPARE this subscription never received (prepared
+// before two-phase decoding was enabled) leaves no record.
+void apply_rollback_prepared(WorkerContext &w, const po::RollbackPrepared &m) {
+	XLogRecPtr prepare_lsn = InvalidXLogRecPtr;
+	if (!replay(w, m.xid, true, false, &prepare_lsn) || prepare_lsn == InvalidXLogRecPtr) {
+		ereport(LOG, (errmsg("rollback of prepared transaction %u (gid \"%.*s\") whose prepare was not received", m.xid,
+		                     static_cast<int>(m.gid.size()), m.gid.data())));
+		return;
+	}
+	apply_begin(w, po::Begin{prepare_lsn, m.rollback_time, m.xid});
+	audit::writer_prepared(w.writer, m.gid, m.prepare_time, true);
+	apply_commit(w, po::Commit{0, prepare_lsn, m.rollback_end_lsn, m.rollback_time});
+	commit_durably(w);
+	audit::spool_remove(w.spool, m.xid, true);
 }
 
 // Whether a message type carries an xid.
@@ -349,14 +445,16 @@ po::Xid data_xid(const po::Message &message) {
 	    message);
 }
 
-// Spools a data message of a stream block; a non-transactional logical message, which belongs to
-// no transaction, is applied at once.
+// Spools a data message of a stream block or of a transaction being prepared; a
+// non-transactional logical message, which belongs to no transaction, is applied at once.
 void spool_message(WorkerContext &w, const po::Message &message, const po::XLogData &x) {
 	auto *m = std::get_if<po::LogicalMessage>(&message);
+	bool in_stream = session.decoder.in_stream();
 	if (m != nullptr && !m->transactional())
 		apply_message(w, *m);
 	else
-		audit::spool_write(w.spool, data_xid(message), x.wal_start, x.data, x.size);
+		audit::spool_write(w.spool, in_stream ? data_xid(message) : session.preparing, x.wal_start, x.data, x.size,
+		                   in_stream);
 }
 
 // Applies one decoded pgoutput message.
@@ -392,11 +490,19 @@ void apply(WorkerContext &w, const po::Message &message) {
 	} else if (auto *m = std::get_if<po::StreamAbort>(&message)) {
 		position.xid = m->xid;
 		audit::spool_abort(w.spool, m->xid, m->subxid);
+	} else if (auto *m = std::get_if<po::BeginPrepare>(&message)) {
+		apply_begin_prepare(w, *m);
+	} else if (auto *m = std::get_if<po::CommitPrepared>(&message)) {
+		position.xid = m->xid;
+		apply_commit_prepared(w, *m);
+	} else if (auto *m = std::get_if<po::RollbackPrepared>(&message)) {
+		position.xid = m->xid;
+		apply_rollback_prepared(w, *m);
 	} else {
 		ereport(ERROR,
 		        (errcode(ERRCODE_PROTOCOL_VIOLATION),
 		         errmsg("unexpected pgoutput message in protocol version %d", session.decoder.protocol_version()),
-		         errdetail("Two-phase transactions were not requested.")));
+		         errdetail("The message arrived where the protocol does not send it.")));
 	}
 }
 
@@ -410,7 +516,12 @@ void handle_xlogdata(WorkerContext &w, const po::XLogData &x) {
 	po::DecodeError error;
 	if (!session.decoder.decode(x.data, x.size, message, error))
 		report_malformed(error);
-	if (session.decoder.in_stream() && !std::holds_alternative<po::StreamStart>(message))
+	if (auto *p = std::get_if<po::Prepare>(&message))
+		apply_prepare(w, *p, x, false);
+	else if (auto *p = std::get_if<po::StreamPrepare>(&message))
+		apply_prepare(w, *p, x, true);
+	else if ((session.decoder.in_stream() && !std::holds_alternative<po::StreamStart>(message)) ||
+	         session.preparing != po::kInvalidXid)
 		spool_message(w, message, x);
 	else
 		apply(w, message);
@@ -520,8 +631,13 @@ void start(WorkerContext &w) {
 	options.slot_name = sub->slot_name;
 	options.start_lsn = origin_lsn;
 	// Protocol 2 streams large transactions (PostgreSQL 14 on); protocol 1 sends each whole at commit.
+	// Protocol 3 (PostgreSQL 15 on) decodes prepared transactions at their PREPARE.
 	options.streaming = sub->streaming && PQserverVersion(session.conn) >= 140000;
-	options.proto_version = options.streaming ? 2 : 1;
+	options.two_phase = sub->two_phase;
+	if (options.two_phase && PQserverVersion(session.conn) < 150000)
+		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+		                errmsg("option \"two_phase\" needs an upstream running PostgreSQL 15 or later")));
+	options.proto_version = options.two_phase ? 3 : options.streaming ? 2 : 1;
 	options.publications = sub->publications;
 	options.messages = sub->messages;
 	audit::spool_remove_all(w.spool); // what an earlier session spooled is streamed again
@@ -529,6 +645,7 @@ void start(WorkerContext &w) {
 	session.decoder = po::Decoder(options.proto_version);
 	session.received = session.flushed = origin_lsn;
 	session.npending = 0;
+	session.preparing = po::kInvalidXid;
 	session.group_transactions = 0;
 	session.group_changes = 0;
 	session.group_commit_time = 0;
