@@ -287,7 +287,7 @@ bool prepare_upstream(PGconn *conn, const NewSubscription &sub) {
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
 		                errmsg("replication slot \"%s\" does not exist upstream", sub.slot_name),
 		                errhint("Pass create_slot => true to create it.")));
-	(void)stream::create_slot(conn, sub.slot_name);
+	(void)stream::create_slot(conn, sub.slot_name, {/* two_phase */ false, /* export_snapshot */ false});
 	return true;
 }
 
