@@ -29,14 +29,17 @@ SELECT logical_audit.create_subscription(repeat('x', 50), :'self', ARRAY['audit_
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], slot_name => 'Bad-Slot');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], slot_name => '');
 
--- Options: known keys with boolean values; the features not built yet accept only false.
+-- Options: known keys with boolean values; the features not built yet accept only false. A
+-- baseline snapshot needs the slot created with it, by the worker.
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => NULL);
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '[]');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"colour": true}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"messages": "yes"}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"messages": null}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"binary": true}');
-SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"snapshot": true}');
+SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], create_slot => false,
+                                         options => '{"snapshot": true}');
+\echo :LAST_ERROR_SQLSTATE
 
 -- The upstream must be reachable (its error never shows the password), have every publication
 -- (the missing ones are named) and a pgoutput slot, created unless create_slot is false. Upstream
@@ -63,6 +66,9 @@ SELECT * FROM error_of(format('SELECT logical_audit.create_subscription(%L, %L, 
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], create_slot => false);
 SELECT 'created' FROM pg_create_logical_replication_slot('decoding_slot', 'test_decoding');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], slot_name => 'decoding_slot');
+SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], slot_name => 'decoding_slot',
+                                         options => '{"snapshot": true}');
+\echo :LAST_ERROR_SQLSTATE
 
 -- None of the failures left a row, a slot or an origin behind.
 SELECT count(*) AS subscriptions FROM logical_audit.subscription;
@@ -149,6 +155,25 @@ SELECT logical_audit.drop_subscription('crm');
 SELECT count(*) AS subscriptions FROM logical_audit.subscription;
 SELECT slot_name FROM pg_replication_slots ORDER BY 1;
 SELECT count(*) AS origins FROM pg_replication_origin;
+
+-- With a baseline snapshot the worker creates the slot, not create_subscription. The snapshot is
+-- recorded at commit_lsn 0/0: a new subscription may not take the name of a dropped one whose kept
+-- audit rows hold a snapshot.
+SELECT logical_audit.create_subscription('snap', :'self', ARRAY['audit_pub'], enabled => false,
+                                         options => '{"snapshot": true}');
+SELECT name, slot_name, options FROM logical_audit.subscription;
+SELECT count(*) AS snap_slots FROM pg_replication_slots WHERE slot_name = 'logical_audit_snap';
+SELECT logical_audit.drop_subscription('snap');
+INSERT INTO logical_audit.transaction (subscription, xid, commit_lsn, end_lsn, commit_time, change_count)
+VALUES ('snap', '0', '0/0', '0/1', now(), 0);
+SELECT logical_audit.create_subscription('snap', :'self', ARRAY['audit_pub'], enabled => false,
+                                         options => '{"snapshot": true}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT logical_audit.create_subscription('snap', :'self', ARRAY['audit_pub'], enabled => false);
+SELECT logical_audit.drop_subscription('snap');
+DELETE FROM logical_audit.transaction WHERE subscription = 'snap';
+SELECT count(*) AS subscriptions FROM logical_audit.subscription;
+SELECT slot_name FROM pg_replication_slots ORDER BY 1;
 
 SELECT pg_drop_replication_slot('given_slot'), pg_drop_replication_slot('decoding_slot');
 DROP EXTENSION logical_audit;

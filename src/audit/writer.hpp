@@ -26,13 +26,14 @@ void writer_begin(Writer *writer, const pgoutput::Begin &begin);
 
 // One row of logical_audit.change, as the worker decoded it. NULLs are isnull flags.
 struct ChangeRow {
-	const char *op;                // INSERT, UPDATE, DELETE or TRUNCATE
+	const char *op;                // INSERT, UPDATE, DELETE, TRUNCATE or SNAPSHOT
 	Datum schema_name;             // text
 	Datum table_name;              // text
 	NullableDatum old_row;         // jsonb
 	NullableDatum new_row;         // jsonb
 	NullableDatum unchanged_toast; // text[]
 	NullableDatum changed_columns; // text[]
+	NullableDatum row_key;         // jsonb: the row's replica identity key columns, or NULL
 };
 
 // Adds one change row; its Datums are copied before the call returns.

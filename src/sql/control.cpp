@@ -38,6 +38,8 @@ struct NewSubscription {
 	bool create_slot;
 	bool enabled;
 	Jsonb *options;
+	bool snapshot;  // the worker creates the slot and copies the existing rows
+	bool two_phase; // the slot decodes prepared transactions
 };
 
 bool wake_at_commit = false;
@@ -166,7 +168,7 @@ struct OptionSpec {
 	bool built;
 };
 const OptionSpec kOptions[] = {
-    {"messages", true}, {"streaming", true}, {"binary", false}, {"two_phase", true}, {"snapshot", false}};
+    {"messages", true}, {"streaming", true}, {"binary", false}, {"two_phase", true}, {"snapshot", true}};
 
 // Checks one option: a known key with a boolean value.
 void check_option(const char *key, const JsonbValue &value) {
@@ -200,6 +202,21 @@ void check_options(Jsonb *options) {
 	}
 }
 
+// Whether a boolean option is set to true.
+bool option_true(Jsonb *options, const char *key) {
+	JsonbValue value;
+	return getKeyJsonValueFromContainer(&options->root, key, strlen(key), &value) != nullptr && value.type == jbvBool &&
+	       value.val.boolean;
+}
+
+// The baseline snapshot is copied as of the slot's creation, so the worker must create the slot.
+void check_snapshot_option(const NewSubscription &sub) {
+	if (sub.snapshot && !sub.create_slot)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("option \"snapshot\" requires create_slot"),
+		                errdetail("The existing rows are copied as of the moment the slot is created."),
+		                errhint("Pass create_slot => true, with a slot name that does not exist upstream.")));
+}
+
 // Reads and checks the arguments of create_subscription.
 NewSubscription parse_arguments(FunctionCallInfo fcinfo) {
 	NewSubscription sub;
@@ -214,6 +231,9 @@ NewSubscription parse_arguments(FunctionCallInfo fcinfo) {
 	require_argument(fcinfo, 6, "options");
 	sub.options = PG_GETARG_JSONB_P(6);
 	check_options(sub.options);
+	sub.snapshot = option_true(sub.options, "snapshot");
+	sub.two_phase = option_true(sub.options, "two_phase");
+	check_snapshot_option(sub);
 	return sub;
 }
 
@@ -234,6 +254,22 @@ void lock_and_check_unique(const char *name) {
 	spi_run("SELECT 1 FROM logical_audit.subscription WHERE name = $1", 1, types, values, true, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 		ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT), errmsg("subscription \"%s\" already exists", name)));
+}
+
+// A baseline snapshot is recorded under commit_lsn 0/0: audit rows of an earlier subscription of
+// the same name (kept when it was dropped) must not hold one already.
+void check_no_earlier_snapshot(const char *name) {
+	Oid types[1] = {TEXTOID};
+	Datum values[1] = {CStringGetTextDatum(name)};
+	spi_run("SELECT 1 FROM logical_audit.transaction WHERE subscription = $1 AND commit_lsn = '0/0'", 1, types, values,
+	        true, SPI_OK_SELECT);
+	if (SPI_processed > 0)
+		ereport(
+		    ERROR,
+		    (errcode(ERRCODE_DUPLICATE_OBJECT),
+		     errmsg("audit rows of subscription \"%s\" already hold a baseline snapshot", name),
+		     errdetail("An earlier subscription of that name took one; its audit rows were kept when it was dropped."),
+		     errhint("Choose another subscription name, or delete the earlier audit rows of that name.")));
 }
 
 // Whether a conninfo sets a non-empty password.
@@ -265,8 +301,18 @@ void require_password(PGconn *conn, const char *conninfo) {
 	                          "ask for it.")));
 }
 
+// Refuses an existing slot for a baseline snapshot: the copy must start where a new slot does.
+void require_new_slot(const NewSubscription &sub) {
+	ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT),
+	                errmsg("replication slot \"%s\" already exists upstream", sub.slot_name),
+	                errdetail("Option \"snapshot\" copies the existing rows as of the creation of the slot."),
+	                errhint("Pass a slot_name that does not exist upstream, or drop that slot upstream.")));
+}
+
 // Checks the upstream: it answers IDENTIFY_SYSTEM, has the publications and a pgoutput slot,
-// which it creates when asked. Returns whether it created the slot.
+// which it creates when asked. With a baseline snapshot the slot must not exist: the worker
+// creates it, as the snapshot it exports lasts only while that connection stays idle. Returns
+// whether it created the slot.
 bool prepare_upstream(PGconn *conn, const NewSubscription &sub) {
 	require_password(conn, sub.conninfo);
 	(void)stream::identify_system(conn);
@@ -276,6 +322,8 @@ bool prepare_upstream(PGconn *conn, const NewSubscription &sub) {
 		                errhint("Create them upstream with CREATE PUBLICATION, or correct the publications.")));
 	char plugin[NAMEDATALEN] = "";
 	if (stream::slot_exists(conn, sub.slot_name, plugin, sizeof plugin)) {
+		if (sub.snapshot)
+			require_new_slot(sub);
 		if (strcmp(plugin, "pgoutput") != 0)
 			ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
 			                errmsg("replication slot \"%s\" upstream uses plugin \"%s\"", sub.slot_name, plugin),
@@ -287,7 +335,9 @@ bool prepare_upstream(PGconn *conn, const NewSubscription &sub) {
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
 		                errmsg("replication slot \"%s\" does not exist upstream", sub.slot_name),
 		                errhint("Pass create_slot => true to create it.")));
-	(void)stream::create_slot(conn, sub.slot_name);
+	if (sub.snapshot)
+		return false;
+	(void)stream::create_slot(conn, sub.slot_name, {sub.two_phase, /* export_snapshot */ false});
 	return true;
 }
 
@@ -514,6 +564,8 @@ extern "C" Datum logical_audit_create_subscription(PG_FUNCTION_ARGS) {
 	MemoryContext context = CurrentMemoryContext;
 	SPI_connect();
 	la::lock_and_check_unique(sub.name);
+	if (sub.snapshot)
+		la::check_no_earlier_snapshot(sub.name);
 	// The slot is created before anything of this transaction takes a transaction id (see
 	// lock_and_check_unique); whatever fails after it drops it again.
 	PGconn *conn = la::stream::connect(sub.conninfo, "logical_audit", true);

@@ -273,6 +273,18 @@ void append_flags(StringInfo cmd, const StreamOptions &options) {
 		appendStringInfoString(cmd, ", two_phase 'on'");
 }
 
+// Appends the output plugin and the options of CREATE_REPLICATION_SLOT: an option list from
+// PostgreSQL 15 on, the older keywords before.
+void append_slot_options(StringInfo cmd, int server_version, const SlotOptions &options) {
+	if (server_version >= 150000) {
+		appendStringInfo(cmd, " LOGICAL pgoutput (SNAPSHOT '%s'%s)", options.export_snapshot ? "export" : "nothing",
+		                 options.two_phase ? ", TWO_PHASE" : "");
+		return;
+	}
+	appendStringInfo(cmd, " LOGICAL pgoutput %s%s", options.export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT",
+	                 options.two_phase ? " TWO_PHASE" : "");
+}
+
 // Rejects a conninfo libpq cannot parse. Without this check a string without '=' would be taken
 // for a database name and connect to a local server.
 void check_conninfo(const char *conninfo) {
@@ -396,21 +408,25 @@ bool slot_exists(PGconn *conn, const char *slot_name, char *plugin_out, size_t p
 	return exists;
 }
 
-XLogRecPtr create_slot(PGconn *conn, const char *slot_name) {
+CreatedSlot create_slot(PGconn *conn, const char *slot_name, const SlotOptions &options) {
 	StringInfoData cmd;
 	initStringInfo(&cmd);
 	appendStringInfoString(&cmd, "CREATE_REPLICATION_SLOT ");
 	append_identifier(&cmd, slot_name);
-	// The option list exists from PostgreSQL 15 on; older servers take the keyword alone.
-	if (PQserverVersion(conn) >= 150000)
-		appendStringInfoString(&cmd, " LOGICAL pgoutput (SNAPSHOT 'nothing')");
-	else
-		appendStringInfoString(&cmd, " LOGICAL pgoutput NOEXPORT_SNAPSHOT");
-	PGresult *result = exec_row(conn, cmd.data, 2);
-	XLogRecPtr consistent_point = parse_lsn(result, 1, cmd.data);
+	append_slot_options(&cmd, PQserverVersion(conn), options);
+	PGresult *result = exec_row(conn, cmd.data, 3);
+	CreatedSlot slot{};
+	slot.consistent_point = parse_lsn(result, 1, cmd.data);
+	if (options.export_snapshot && PQgetisnull(result, 0, 2)) {
+		PQclear(result);
+		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
+		                errmsg("the upstream server exported no snapshot with replication slot \"%s\"", slot_name)));
+	}
+	if (options.export_snapshot)
+		strlcpy(slot.snapshot_name, PQgetvalue(result, 0, 2), sizeof slot.snapshot_name);
 	PQclear(result);
 	pfree(cmd.data);
-	return consistent_point;
+	return slot;
 }
 
 void drop_slot(PGconn *conn, const char *slot_name, bool missing_ok) {

@@ -37,8 +37,21 @@ SystemIdentity identify_system(PGconn *conn);
 // Whether a logical slot of that name exists upstream, and its plugin.
 bool slot_exists(PGconn *conn, const char *slot_name, char *plugin_out = nullptr, size_t plugin_size = 0);
 
-// CREATE_REPLICATION_SLOT "name" LOGICAL pgoutput; returns the slot's consistent point.
-XLogRecPtr create_slot(PGconn *conn, const char *slot_name);
+// How a slot is created.
+struct SlotOptions {
+	bool two_phase;       // prepared transactions are decoded at PREPARE
+	bool export_snapshot; // export the snapshot of the consistent point, to copy the tables as of it
+};
+
+// What CREATE_REPLICATION_SLOT reports.
+struct CreatedSlot {
+	XLogRecPtr consistent_point;         // streaming from here follows the snapshot exactly
+	char snapshot_name[NAMEDATALEN + 1]; // the exported snapshot, or "" when none was asked for
+};
+
+// CREATE_REPLICATION_SLOT "name" LOGICAL pgoutput. An exported snapshot can be imported (SET
+// TRANSACTION SNAPSHOT) only until the next command on this connection, or until it closes.
+CreatedSlot create_slot(PGconn *conn, const char *slot_name, const SlotOptions &options);
 
 // DROP_REPLICATION_SLOT "name" WAIT; missing_ok ignores a slot that does not exist.
 void drop_slot(PGconn *conn, const char *slot_name, bool missing_ok);

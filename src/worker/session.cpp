@@ -18,6 +18,7 @@
 #include "pgoutput/decoder.hpp"
 #include "stream/connection.hpp"
 #include "worker/session.hpp"
+#include "worker/snapshot.hpp"
 
 #include "pg.hpp"
 
@@ -156,6 +157,7 @@ void apply_row(WorkerContext &w, const char *op, po::Oid relation_id, po::OldTup
 	                        old_row(relation, old_kind, old_tuple),
 	                        {(Datum)0, true},
 	                        {(Datum)0, true},
+	                        {(Datum)0, true},
 	                        {(Datum)0, true}};
 	if (new_tuple != nullptr)
 		row.new_row.value =
@@ -173,7 +175,7 @@ void apply_truncate(WorkerContext &w, const po::Truncate &m) {
 	for (uint32_t i = 0; i < m.relation_ids.size(); i++) {
 		const audit::AuditRelation *relation = find_relation(w, m.relation_ids[i]);
 		audit::ChangeRow row = {"TRUNCATE",       relation->nspname_text, relation->relname_text, {(Datum)0, true},
-		                        {(Datum)0, true}, {(Datum)0, true},       {(Datum)0, true}};
+		                        {(Datum)0, true}, {(Datum)0, true},       {(Datum)0, true},       {(Datum)0, true}};
 		audit::writer_change(w.writer, row);
 		session.changes++;
 	}
@@ -627,6 +629,8 @@ void start(WorkerContext &w) {
 	stream::identify_system(session.conn);
 	// Flushed first: a commit of an earlier session may still be in the local WAL buffers only.
 	XLogRecPtr origin_lsn = replorigin_session_get_progress(true);
+	if (sub->snapshot && origin_lsn == InvalidXLogRecPtr)
+		origin_lsn = take_snapshot(w, session.conn);
 	stream::StreamOptions options{};
 	options.slot_name = sub->slot_name;
 	options.start_lsn = origin_lsn;

@@ -64,6 +64,8 @@ const char *state_name(WorkerState worker_state) {
 		return "waiting_retry";
 	case WorkerState::Error:
 		return "error";
+	case WorkerState::Snapshot:
+		return "snapshot";
 	}
 	return "unknown";
 }

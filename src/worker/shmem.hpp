@@ -6,7 +6,7 @@
 
 namespace logical_audit::worker {
 
-enum class WorkerState : int { Stopped = 0, Connecting, Streaming, WaitingRetry, Error };
+enum class WorkerState : int { Stopped = 0, Connecting, Streaming, WaitingRetry, Error, Snapshot };
 
 // The status name shown in logical_audit.status.state.
 const char *state_name(WorkerState state);
