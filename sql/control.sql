@@ -36,7 +36,6 @@ SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], optio
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"messages": "yes"}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"messages": null}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"streaming": true}');
-SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"binary": true}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"two_phase": true}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"snapshot": true}');
 
@@ -74,7 +73,7 @@ SELECT count(*) AS origins FROM pg_replication_origin;
 -- A subscription: its slot is created upstream, its origin logical_audit_<id> here. Enabled, it
 -- warns that the launcher does not look in this database.
 SELECT logical_audit.create_subscription('crm', :'self' || ' password=secret', ARRAY['audit_pub', 'odd "pub" name'],
-                                         options => '{"messages": false, "streaming": false}');
+                                         options => '{"messages": false, "streaming": false, "binary": true}');
 SELECT name, publications, slot_name, enabled, options FROM logical_audit.subscription;
 SELECT slot_name, plugin, slot_type, database = current_database() AS here FROM pg_replication_slots ORDER BY 1;
 SELECT count(*) AS origins_named_by_id

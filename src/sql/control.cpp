@@ -166,7 +166,7 @@ struct OptionSpec {
 	bool built;
 };
 const OptionSpec kOptions[] = {
-    {"messages", true}, {"streaming", false}, {"binary", false}, {"two_phase", false}, {"snapshot", false}};
+    {"messages", true}, {"streaming", false}, {"binary", true}, {"two_phase", false}, {"snapshot", false}};
 
 // Checks one option: a known key with a boolean value.
 void check_option(const char *key, const JsonbValue &value) {

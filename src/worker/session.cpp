@@ -419,6 +419,7 @@ void start(WorkerContext &w) {
 	options.proto_version = 1;
 	options.publications = sub->publications;
 	options.messages = sub->messages;
+	options.binary = sub->binary;
 	stream::start_replication(session.conn, options);
 	session.decoder = po::Decoder(1);
 	session.received = session.flushed = origin_lsn;
