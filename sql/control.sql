@@ -29,14 +29,13 @@ SELECT logical_audit.create_subscription(repeat('x', 50), :'self', ARRAY['audit_
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], slot_name => 'Bad-Slot');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], slot_name => '');
 
--- Options: known keys with boolean values; the features not built yet accept only false. A
+-- Options: known keys with boolean values. A
 -- baseline snapshot needs the slot created with it, by the worker.
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => NULL);
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '[]');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"colour": true}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"messages": "yes"}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"messages": null}');
-SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], options => '{"binary": true}');
 SELECT logical_audit.create_subscription('s', :'self', ARRAY['audit_pub'], create_slot => false,
                                          options => '{"snapshot": true}');
 \echo :LAST_ERROR_SQLSTATE
@@ -78,7 +77,7 @@ SELECT count(*) AS origins FROM pg_replication_origin;
 -- A subscription: its slot is created upstream, its origin logical_audit_<id> here. Enabled, it
 -- warns that the launcher does not look in this database.
 SELECT logical_audit.create_subscription('crm', :'self' || ' password=secret', ARRAY['audit_pub', 'odd "pub" name'],
-                                         options => '{"messages": false, "streaming": false}');
+                                         options => '{"messages": false, "streaming": false, "binary": true}');
 SELECT name, publications, slot_name, enabled, options FROM logical_audit.subscription;
 SELECT slot_name, plugin, slot_type, database = current_database() AS here FROM pg_replication_slots ORDER BY 1;
 SELECT count(*) AS origins_named_by_id

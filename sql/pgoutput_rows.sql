@@ -65,6 +65,12 @@ CREATE FUNCTION rows_work.capture() RETURNS bytea[] LANGUAGE sql AS $$
 	FROM pg_logical_slot_get_binary_changes('rows_slot', NULL, NULL, 'proto_version', '1',
 	                                        'publication_names', 'rows_pub') WITH ORDINALITY AS c(lsn, xid, data, n)
 $$;
+-- The same messages without consuming them, with column values in binary or text form.
+CREATE FUNCTION rows_work.peek(in_binary boolean) RETURNS bytea[] LANGUAGE sql AS $$
+	SELECT array_agg(data ORDER BY n)
+	FROM pg_logical_slot_peek_binary_changes('rows_slot', NULL, NULL, 'proto_version', '1', 'binary', in_binary::text,
+	                                         'publication_names', 'rows_pub') WITH ORDINALITY AS c(lsn, xid, data, n)
+$$;
 
 INSERT INTO every_type VALUES
 	(1, true, 32767, -2147483648, 9223372036854775807, 1.5, 0.1, 12.340, '$1,234.56',
@@ -183,10 +189,13 @@ CREATE TYPE gone_pair AS (a int, at timestamptz);
 CREATE TYPE gone_mood AS ENUM ('meh');
 CREATE TABLE gone (id int, p gone_pair, ps gone_pair[], m gone_mood);
 INSERT INTO gone VALUES (1, (1, '2024-01-01 00:00:00+00'), ARRAY[(2, NULL)::gone_pair], 'meh');
+CREATE TABLE rows_work.gone_binary_messages AS SELECT peek(true) AS messages;
 CREATE TABLE rows_work.gone_messages AS SELECT capture() AS messages;
 DROP TABLE gone;
 DROP TYPE gone_pair, gone_mood;
 SELECT op, new_row FROM logical_audit.pgoutput_rows((SELECT messages FROM gone_messages));
+-- Their binary values cannot be read without the type: an error names the column and the type.
+SELECT error_of($$SELECT * FROM logical_audit.pgoutput_rows((SELECT messages FROM gone_binary_messages))$$);
 
 -- Protocol 2: a large transaction arrives streamed, in blocks, and gives the same rows.
 SET logical_decoding_work_mem = '64kB';
@@ -203,6 +212,62 @@ SELECT op, count(*), count(DISTINCT new_row->'id') AS distinct_ids, min((new_row
 FROM logical_audit.pgoutput_rows((SELECT messages FROM streamed_messages), 2) GROUP BY op;
 -- read with protocol 1, the streamed messages do not decode
 SELECT error_of($$SELECT * FROM logical_audit.pgoutput_rows((SELECT messages FROM streamed_messages))$$);
+
+-- Binary mode (pgoutput's option binary): values come in their types' binary form, are read with
+-- this database's receive functions and give the same rows as their text form, old and new rows
+-- alike, even when this session prints values otherwise than the upstream's walsender would.
+ALTER TABLE every_type REPLICA IDENTITY FULL;
+-- (a regclass value is an oid: only built-in objects have the same one in both databases)
+UPDATE every_type SET rc = 'pg_class' WHERE rc = 'every_type'::regclass;
+SELECT cardinality(capture()) > 0 AS skipped;
+UPDATE every_type SET id = id + 100;
+DELETE FROM every_type;
+CREATE TABLE rows_work.text_rows AS SELECT * FROM logical_audit.pgoutput_rows(peek(false)) WITH ORDINALITY;
+SET DateStyle = 'SQL, DMY';
+SET IntervalStyle = iso_8601;
+SET extra_float_digits = 0;
+SET bytea_output = escape;
+CREATE TABLE rows_work.binary_rows AS SELECT * FROM logical_audit.pgoutput_rows(peek(true)) WITH ORDINALITY;
+SET DateStyle = ISO;
+SET IntervalStyle = postgres;
+SET extra_float_digits = 3;
+RESET bytea_output;
+SELECT count(*) AS text_rows, count(b.*) AS binary_rows,
+       count(*) FILTER (WHERE b.old_row::text IS NOT DISTINCT FROM t.old_row::text
+                          AND b.new_row::text IS NOT DISTINCT FROM t.new_row::text) AS rows_equal
+FROM text_rows t LEFT JOIN binary_rows b USING (ordinality);
+SELECT t.ordinality, k AS column_name, t.old_row->k AS text_old, b.old_row->k AS binary_old,
+       t.new_row->k AS text_new, b.new_row->k AS binary_new
+FROM text_rows t JOIN binary_rows b USING (ordinality)
+CROSS JOIN LATERAL jsonb_object_keys(coalesce(t.old_row, '{}') || coalesce(t.new_row, '{}')) AS k
+WHERE (t.old_row->k)::text IS DISTINCT FROM (b.old_row->k)::text
+   OR (t.new_row->k)::text IS DISTINCT FROM (b.new_row->k)::text
+ORDER BY 1, 2;
+SELECT op, count(*) FROM binary_rows GROUP BY op ORDER BY op;
+-- The old rows of the update are the rows as to_jsonb gave them, the regclass value apart.
+SELECT count(*) AS rows_compared, count(*) FILTER (WHERE b.old_row = e.row || '{"rc": "pg_class"}') AS rows_equal
+FROM expected e JOIN binary_rows b ON b.op = 'UPDATE' AND (b.old_row->>'id')::int = e.id
+WHERE e.row->>'rc' = 'every_type';
+SELECT count(*) AS rows_compared, count(*) FILTER (WHERE b.old_row = e.row) AS rows_equal
+FROM expected e JOIN binary_rows b ON b.op = 'UPDATE' AND (b.old_row->>'id')::int = e.id
+WHERE e.row->>'rc' IS DISTINCT FROM 'every_type';
+SELECT cardinality(capture()) > 0 AS consumed;
+-- A reg* value naming an object of the upstream by an oid of its own is an error, not a guess.
+INSERT INTO every_type (id, rc, rt) VALUES (7, 'every_type', 'integer');
+SELECT error_of($$SELECT * FROM logical_audit.pgoutput_rows(peek(true))$$);
+SELECT cardinality(capture()) > 0 AS consumed;
+INSERT INTO every_type (id, rt) VALUES (8, 'mood');
+SELECT error_of($$SELECT * FROM logical_audit.pgoutput_rows(peek(true))$$);
+SELECT cardinality(capture()) > 0 AS consumed;
+-- so is one nested in an array; an array of built-in objects only decodes
+CREATE TABLE refs (id int, rcs regclass[]);
+INSERT INTO refs VALUES (1, ARRAY['pg_class', NULL, '-']::regclass[]);
+SELECT op, new_row FROM logical_audit.pgoutput_rows(peek(true));
+SELECT cardinality(capture()) > 0 AS consumed;
+INSERT INTO refs VALUES (2, ARRAY['pg_type', 'refs']::regclass[]);
+SELECT error_of($$SELECT * FROM logical_audit.pgoutput_rows(peek(true))$$);
+SELECT cardinality(capture()) > 0 AS consumed;
+DROP TABLE refs;
 
 -- Errors.
 INSERT INTO rid_default VALUES (5, 'e', 50);
@@ -231,10 +296,12 @@ SELECT error_of($$SELECT * FROM logical_audit.pgoutput_rows(
 	(SELECT array_agg(CASE WHEN get_byte(m, 0) = ascii('I') THEN overlay(m PLACING '\xff' FROM length(m)) ELSE m END
 	        ORDER BY n)
 	 FROM bad_input, unnest(messages) WITH ORDINALITY AS x(m, n)))$$);
--- binary column values (pgoutput's binary option)
+-- a binary value longer than its type's binary input function reads (an int4 of 5 bytes)
 INSERT INTO rid_default VALUES (6, 'f', 60);
 SELECT error_of($$SELECT * FROM logical_audit.pgoutput_rows(
-	(SELECT array_agg(data ORDER BY n)
+	(SELECT array_agg(CASE WHEN get_byte(data, 0) = ascii('I')
+	                       THEN overlay(data PLACING '\x000000050000003c00' FROM length(data) - 7) ELSE data END
+	                  ORDER BY n)
 	 FROM pg_logical_slot_get_binary_changes('rows_slot', NULL, NULL, 'proto_version', '1', 'binary', 'true',
 	                                         'publication_names', 'rows_pub') WITH ORDINALITY AS c(lsn, xid, data, n)))$$);
 -- a NULL message, an unknown protocol version; a NULL array gives no row

@@ -1,10 +1,13 @@
 // Upstream relations and types learnt from Relation and Type messages, and the conversion of their
-// text tuples into jsonb rows equal to the upstream's to_jsonb(row).
+// tuples (text or binary values) into jsonb rows equal to the upstream's to_jsonb(row).
 //
-// Every decision that needs the catalogs (which local type, which conversion) is taken once, when
-// the Relation message arrives; a row then costs only the input functions of the columns whose
-// kind needs one. Everything is palloc'd or a plain struct: an ERROR's longjmp abandons nothing.
+// Every decision that needs the catalogs (which local type, which conversion, which receive and
+// output functions) is taken once, when the Relation message arrives; a row then costs only the
+// input or receive functions of the columns whose kind needs one. Everything is palloc'd or a
+// plain struct: an ERROR's longjmp abandons nothing.
 #include "audit/relations.hpp"
+
+#include "audit/binary_oids.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -155,6 +158,56 @@ void bind_to_jsonb(AuditColumn &column, MemoryContext context) {
 	MemoryContextSwitchTo(old);
 }
 
+// The upstream type's name for errors: from its Type message, else the local type's, else its oid.
+char *type_display_name(const Relations *relations, Oid upstream, Oid local) {
+	auto *name = static_cast<TypeName *>(hash_search(relations->types, &upstream, HASH_FIND, nullptr));
+	if (name)
+		return pstrdup(quote_qualified_identifier(name->nspname, name->typname));
+	if (OidIsValid(local))
+		return format_type_be(local);
+	return psprintf("with oid %u", upstream);
+}
+
+// Whether a type's output function reads the settings that output_settings_match checks.
+bool output_reads_settings(Oid base) {
+	switch (base) {
+	case BYTEAOID:    // bytea_output
+	case INTERVALOID: // IntervalStyle
+	case POINTOID:    // extra_float_digits, as every geometric type
+	case LSEGOID:
+	case PATHOID:
+	case BOXOID:
+	case POLYGONOID:
+	case LINEOID:
+	case CIRCLEOID:
+		return true;
+	default:
+		return false;
+	}
+}
+
+// Prepares what reads and renders a column's binary values, when its type exists here: the receive
+// function, and the output function for the kinds whose jsonb value is the text.
+void prepare_binary(AuditColumn &column, MemoryContext context) {
+	if (!OidIsValid(column.local_type))
+		return;
+	int16 typlen;
+	bool typbyval;
+	char typalign, typdelim;
+	Oid receive;
+	get_type_io_data(column.local_type, IOFunc_receive, &typlen, &typbyval, &typalign, &typdelim,
+	                 &column.receive_ioparam, &receive);
+	if (OidIsValid(receive))
+		fmgr_info_cxt(receive, &column.receive, context);
+	column.check_object_oids = binary_has_object_oids(column.local_type);
+	if (column.kind == JsonKind::String) {
+		Oid output;
+		bool varlena;
+		getTypeOutputInfo(column.base_type, &output, &varlena);
+		fmgr_info_cxt(output, &column.output, context);
+	}
+}
+
 // Decides how one column converts and prepares the functions it needs, in context.
 void prepare_column(const Relations *relations, AuditColumn &column, const po::RelationColumn &c,
                     MemoryContext context) {
@@ -173,6 +226,15 @@ void prepare_column(const Relations *relations, AuditColumn &column, const po::R
 	}
 	if (column.kind == JsonKind::Generic)
 		bind_to_jsonb(column, context);
+	column.type_name = type_display_name(relations, c.type, column.local_type);
+	prepare_binary(column, context);
+}
+
+// Whether a column renders through functions that read DateStyle and similar settings: to_jsonb
+// for Generic columns, the output function of a binary value for some types.
+bool uses_output_settings(const AuditColumn &column) {
+	return column.kind == JsonKind::Generic ||
+	       (column.kind == JsonKind::String && OidIsValid(column.base_type) && output_reads_settings(column.base_type));
 }
 
 // Whether jsonb orders key a before key b: shorter first, then bytewise, as jsonb objects store them.
@@ -217,8 +279,10 @@ AuditRelation *build_relation(const Relations *relations, const po::Relation &me
 	rel->ncolumns = message.columns.size();
 	rel->columns = static_cast<AuditColumn *>(palloc0(sizeof(AuditColumn) * Max(rel->ncolumns, 1)));
 	int i = 0;
-	for (po::RelationColumn c : message.columns)
-		prepare_column(relations, rel->columns[i++], c, context);
+	for (po::RelationColumn c : message.columns) {
+		prepare_column(relations, rel->columns[i], c, context);
+		rel->uses_output_settings |= uses_output_settings(rel->columns[i++]);
+	}
 	order_keys(rel);
 	MemoryContextSwitchTo(old);
 	return rel;
@@ -249,26 +313,34 @@ JsonbValue number_value(char *text, size_t len) {
 	return v;
 }
 
-// A float value: read and printed again in the shortest exact form, which float4out/float8out
-// give under the default extra_float_digits, whatever setting printed the text upstream.
-JsonbValue float_value(Oid type, const char *text) {
+// A float value in the shortest exact form, which float4out/float8out print under the default
+// extra_float_digits: a JSON number, or a string for NaN and the infinities.
+JsonbValue float_number(double d, bool is_float4) {
 	char *out = static_cast<char *>(palloc(DOUBLE_SHORTEST_DECIMAL_LEN + 1));
-	double d;
-	if (type == FLOAT4OID) {
-		float f = DatumGetFloat4(DirectFunctionCall1(float4in, CStringGetDatum(text)));
-		d = f;
-		if (std::isfinite(f))
-			float_to_shortest_decimal_buf(f, out);
-	} else {
-		d = DatumGetFloat8(DirectFunctionCall1(float8in, CStringGetDatum(text)));
-		if (std::isfinite(d))
-			double_to_shortest_decimal_buf(d, out);
-	}
 	if (std::isnan(d))
 		strcpy(out, "NaN");
 	else if (std::isinf(d))
 		strcpy(out, d > 0 ? "Infinity" : "-Infinity");
+	else if (is_float4)
+		float_to_shortest_decimal_buf(static_cast<float>(d), out);
+	else
+		double_to_shortest_decimal_buf(d, out);
 	return number_value(out, strlen(out));
+}
+
+// A float value from its text, printed again as float_number does whatever setting printed it.
+JsonbValue float_value(Oid type, const char *text) {
+	if (type == FLOAT4OID)
+		return float_number(DatumGetFloat4(DirectFunctionCall1(float4in, CStringGetDatum(text))), true);
+	return float_number(DatumGetFloat8(DirectFunctionCall1(float8in, CStringGetDatum(text))), false);
+}
+
+// An integer as a JSON number.
+JsonbValue int64_number(int64 value) {
+	JsonbValue v;
+	v.type = jbvNumeric;
+	v.val.numeric = int64_to_numeric(value);
+	return v;
 }
 
 // A boolean from boolout's "t" or "f" (other spellings through boolin).
@@ -295,10 +367,7 @@ JsonbValue integer_value(std::string_view text) {
 	}
 	if (!plain)
 		return number_value(pnstrdup(text.data(), text.size()), text.size());
-	JsonbValue v;
-	v.type = jbvNumeric;
-	v.val.numeric = int64_to_numeric(text[0] == '-' ? -value : value);
-	return v;
+	return int64_number(text[0] == '-' ? -value : value);
 }
 
 // The value of n decimal digits at s, or -1 when one is not a digit.
@@ -415,13 +484,100 @@ JsonbValue text_to_value(const AuditColumn &column, std::string_view text) {
 	}
 }
 
-// Rejects a binary column value, which needs the type's receive function (binary mode).
-void reject_binary(const AuditRelation *relation, const AuditColumn &column) {
+// Rejects a binary value of a column whose type this database cannot receive: a guess at its bytes
+// would record a wrong value.
+void require_receive(const AuditRelation *relation, const AuditColumn &column) {
+	if (OidIsValid(column.receive.fn_oid))
+		return;
 	ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-	                errmsg("binary value of column \"%s\" of relation \"%s.%s\" is not supported", column.name,
-	                       relation->nspname, relation->relname),
-	                errdetail("Only text column values are converted to jsonb."),
-	                errhint("Read the changes with the pgoutput option binary set to false.")));
+	                errmsg("type %s of column \"%s\" of relation \"%s.%s\" cannot be received in binary",
+	                       column.type_name, column.name, relation->nspname, relation->relname),
+	                OidIsValid(column.local_type) ? errdetail("The type has no binary input function in this database.")
+	                                              : errdetail("The type does not exist in this database."),
+	                errhint("Create the type in this database, or set the option binary to false.")));
+}
+
+// A column's binary value read by the local type's receive function, which must consume all of it.
+Datum receive_value(const AuditRelation *relation, const AuditColumn &column, std::string_view bytes) {
+	require_receive(relation, column);
+	StringInfoData buf;
+	buf.len = static_cast<int>(bytes.size());
+	buf.maxlen = buf.len + 1;
+	buf.cursor = 0;
+	buf.data = static_cast<char *>(palloc(buf.maxlen));
+	memcpy(buf.data, bytes.data(), bytes.size());
+	buf.data[buf.len] = '\0'; // receive functions may rely on the terminator every StringInfo has
+	if (column.check_object_oids)
+		binary_check_object_oids(column.local_type, buf.data, buf.len);
+	Datum value =
+	    ReceiveFunctionCall(const_cast<FmgrInfo *>(&column.receive), &buf, column.receive_ioparam, column.typmod);
+	if (buf.cursor != buf.len)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_BINARY_REPRESENTATION),
+		                errmsg("incorrect binary data format in column \"%s\" of relation \"%s.%s\"", column.name,
+		                       relation->nspname, relation->relname),
+		                errdetail("The binary input function of type %s read %d of the %d bytes sent.",
+		                          column.type_name, buf.cursor, buf.len)));
+	return value;
+}
+
+// A numeric as to_jsonb renders it: a JSON number, or its text for NaN and the infinities.
+JsonbValue numeric_datum_value(Numeric n) {
+	if (numeric_is_nan(n) || numeric_is_inf(n)) {
+		char *out = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(n)));
+		return string_value(out, strlen(out));
+	}
+	JsonbValue v;
+	v.type = jbvNumeric;
+	v.val.numeric = n;
+	return v;
+}
+
+// An int2, int4 or int8 value as a JSON number.
+JsonbValue integer_datum_value(Oid type, Datum value) {
+	if (type == INT2OID)
+		return int64_number(DatumGetInt16(value));
+	if (type == INT4OID)
+		return int64_number(DatumGetInt32(value));
+	return int64_number(DatumGetInt64(value));
+}
+
+// A json or jsonb value nested as a document (json text parsed as to_jsonb does).
+JsonbValue json_datum_value(Oid type, Datum value) {
+	if (type == JSONBOID)
+		return nested_value(value);
+	char *json = TextDatumGetCString(value);
+	return nested_value(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+// The jsonb value of a received datum of the local type, the same as text_to_value gives for its text.
+JsonbValue datum_to_value(const AuditColumn &column, Datum value) {
+	JsonbValue v;
+	switch (column.kind) {
+	case JsonKind::Bool:
+		v.type = jbvBool;
+		v.val.boolean = DatumGetBool(value);
+		return v;
+	case JsonKind::Integer:
+		return integer_datum_value(column.base_type, value);
+	case JsonKind::Number:
+		return numeric_datum_value(DatumGetNumeric(value));
+	case JsonKind::Float:
+		if (column.base_type == FLOAT4OID)
+			return float_number(DatumGetFloat4(value), true);
+		return float_number(DatumGetFloat8(value), false);
+	case JsonKind::DateTime: {
+		char *out = JsonEncodeDateTime(nullptr, value, column.base_type, &kUtcOffset);
+		return string_value(out, strlen(out));
+	}
+	case JsonKind::Json:
+		return json_datum_value(column.base_type, value);
+	case JsonKind::String: {
+		char *out = OutputFunctionCall(const_cast<FmgrInfo *>(&column.output), value);
+		return string_value(out, strlen(out));
+	}
+	default:
+		return nested_value(FunctionCall1(const_cast<FmgrInfo *>(&column.to_jsonb), value));
+	}
 }
 
 // Rejects a tuple whose column count is not the relation's.
@@ -434,7 +590,8 @@ void check_tuple_size(const AuditRelation *relation, const po::TupleData &tuple)
 	                errdetail("The relation's last Relation message announced %d columns.", relation->ncolumns)));
 }
 
-// The jsonb value of one sent column (text or NULL).
+// The jsonb value of one sent column: NULL, text, or binary (a column the upstream cannot send in
+// binary comes as text even in binary mode).
 JsonbValue column_value(const AuditRelation *relation, const AuditColumn &column, const po::ColumnValue &c) {
 	JsonbValue value;
 	if (c.kind == po::ColumnKind::Null)
@@ -442,7 +599,7 @@ JsonbValue column_value(const AuditRelation *relation, const AuditColumn &column
 	else if (c.kind == po::ColumnKind::Text)
 		value = text_to_value(column, c.data);
 	else
-		reject_binary(relation, column);
+		value = datum_to_value(column, receive_value(relation, column, c.data));
 	return value;
 }
 
@@ -585,6 +742,28 @@ Datum unsent_columns(const AuditRelation *relation, const po::TupleData &tuple, 
 	return nunsent ? names_array(unsent, nunsent) : (Datum)0;
 }
 
+// Whether the session prints values as the upstream's walsender prints the text values of text mode
+// (DateStyle ISO, IntervalStyle postgres, shortest floats, bytea in hex): output functions and
+// to_jsonb read these settings.
+bool output_settings_match() {
+	return DateStyle == USE_ISO_DATES && IntervalStyle == INTSTYLE_POSTGRES && extra_float_digits > 0 &&
+	       bytea_output == BYTEA_OUTPUT_HEX;
+}
+
+// Takes the walsender's output settings for the conversion of one tuple when the session has others
+// and the relation reads them; returns the GUC nest level to leave afterwards, or 0 when none was
+// entered. An error before the level is left is undone by the transaction's abort.
+int enter_output_settings(const AuditRelation *relation) {
+	if (!relation->uses_output_settings || output_settings_match())
+		return 0;
+	int level = NewGUCNestLevel();
+	const char *settings[][2] = {
+	    {"DateStyle", "ISO"}, {"IntervalStyle", "postgres"}, {"extra_float_digits", "3"}, {"bytea_output", "hex"}};
+	for (const auto &setting : settings)
+		(void)set_config_option(setting[0], setting[1], PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	return level;
+}
+
 } // namespace
 
 Datum tuple_to_jsonb(const AuditRelation *relation, const po::TupleData &tuple, bool key_only, Datum *unchanged_toast,
@@ -597,8 +776,11 @@ Datum tuple_to_jsonb(const AuditRelation *relation, const po::TupleData &tuple, 
 	error_context_stack = &callback;
 
 	check_tuple_size(relation, tuple);
+	int settings_level = enter_output_settings(relation);
 	JsonbValue *row = relation->scalar ? scalar_object(relation, tuple, key_only, place)
 	                                   : pushed_object(relation, tuple, key_only, place);
+	if (settings_level > 0)
+		AtEOXact_GUC(true, settings_level);
 	*unchanged_toast = unsent_columns(relation, tuple, key_only);
 	*unchanged_isnull = *unchanged_toast == (Datum)0;
 

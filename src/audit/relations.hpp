@@ -4,6 +4,11 @@
 // Everything lives in palloc'd memory of the context given to relations_create (a long-lived
 // context of the worker); nothing has a destructor, so an ERROR's longjmp abandons nothing.
 //
+// Column values come as text or, when pgoutput's option binary is on, in their types' binary
+// form: a binary value is read with the local type's receive function and then rendered as its
+// text would have been, so that both give the same rows. A binary value of a type this database
+// does not have is an ERROR, never a guess.
+//
 // Scalar timestamptz columns are rendered in UTC whatever the session's TimeZone, but values
 // nested in arrays, composites and ranges go through the local to_jsonb, which renders them in
 // the session's TimeZone: the caller runs with TimeZone = 'UTC' for the whole row to be in UTC.
@@ -15,7 +20,7 @@
 
 namespace logical_audit::audit {
 
-// How a column's text value becomes a jsonb value, decided once per Relation message.
+// How a column's value becomes a jsonb value, decided once per Relation message.
 enum class JsonKind {
 	Bool,     // "t"/"f" -> true/false
 	Integer,  // int2/int4/int8: a JSON number, read without numeric_in
@@ -39,6 +44,11 @@ struct AuditColumn {
 	FmgrInfo input; // local type input function (Generic, DateTime)
 	Oid input_ioparam;
 	FmgrInfo to_jsonb; // to_jsonb bound to local_type (Generic)
+	char *type_name;   // the upstream type's name, for errors
+	FmgrInfo receive;  // local type receive function (binary values); fn_oid is InvalidOid when none
+	Oid receive_ioparam;
+	bool check_object_oids; // binary values hold reg* values, checked before receive (see binary_oids.hpp)
+	FmgrInfo output;        // local type output function (String, binary values)
 };
 
 struct AuditRelation {
@@ -50,8 +60,9 @@ struct AuditRelation {
 	char replica_identity;
 	int ncolumns;
 	AuditColumn *columns;
-	int *key_order; // column indexes in the order of jsonb object keys (shorter first, then bytewise)
-	bool scalar;    // every column converts to a scalar and names are unique: rows skip pushJsonbValue
+	int *key_order;            // column indexes in the order of jsonb object keys (shorter first, then bytewise)
+	bool scalar;               // every column converts to a scalar and names are unique: rows skip pushJsonbValue
+	bool uses_output_settings; // some column renders through output functions that read DateStyle & co.
 };
 
 struct Relations; // opaque: a hash of relations and upstream type names

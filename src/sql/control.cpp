@@ -162,27 +162,19 @@ void check_publications(ArrayType *publications) {
 	}
 }
 
-// The options and whether each is built yet: an option not built is accepted as false only.
-struct OptionSpec {
-	const char *name;
-	bool built;
-};
-const OptionSpec kOptions[] = {
-    {"messages", true}, {"streaming", true}, {"binary", false}, {"two_phase", true}, {"snapshot", true}};
+// The options a subscription takes.
+const char *const kOptions[] = {"messages", "streaming", "binary", "two_phase", "snapshot"};
 
 // Checks one option: a known key with a boolean value.
 void check_option(const char *key, const JsonbValue &value) {
-	const OptionSpec *spec = nullptr;
-	for (const OptionSpec &o : kOptions)
-		if (strcmp(key, o.name) == 0)
-			spec = &o;
-	if (spec == nullptr)
+	bool known = false;
+	for (const char *o : kOptions)
+		known = known || strcmp(key, o) == 0;
+	if (!known)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown option \"%s\"", key),
 		                errdetail("The options are messages, streaming, binary, two_phase and snapshot.")));
 	if (value.type != jbvBool)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("option \"%s\" must be a boolean", key)));
-	if (!spec->built && value.val.boolean)
-		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED), errmsg("option \"%s\" is not supported yet", key)));
 }
 
 // Checks the options object, key by key.

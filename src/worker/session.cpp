@@ -645,6 +645,7 @@ void start(WorkerContext &w) {
 	options.publications = sub->publications;
 	options.messages = sub->messages;
 	audit::spool_remove_all(w.spool); // what an earlier session spooled is streamed again
+	options.binary = sub->binary;
 	stream::start_replication(session.conn, options);
 	session.decoder = po::Decoder(options.proto_version);
 	session.received = session.flushed = origin_lsn;
