@@ -194,14 +194,14 @@ void note_subxact(Spool *s, StreamedTxn *t, po::Xid xid) {
 	t->subxacts[t->nsubxacts++] = {xid, s->offset};
 }
 
-// Whether a directory entry is one of this subscription's stream files.
-bool is_own_stream_file(const Spool *s, const char *name) {
+// Whether a directory entry is a spool file of the subscription with that suffix.
+bool is_spool_file(int subscription_id, const char *name, const char *suffix) {
 	char prefix[32];
-	snprintf(prefix, sizeof prefix, "%d-", s->subscription_id);
+	snprintf(prefix, sizeof prefix, "%d-", subscription_id);
 	size_t len = strlen(name);
-	size_t suffix = strlen(kStreamSuffix) + 1;
-	return strncmp(name, prefix, strlen(prefix)) == 0 && len > suffix && name[len - suffix] == '.' &&
-	       strcmp(name + len - suffix + 1, kStreamSuffix) == 0;
+	size_t tail = strlen(suffix) + 1;
+	return strncmp(name, prefix, strlen(prefix)) == 0 && len > tail && name[len - tail] == '.' &&
+	       strcmp(name + len - tail + 1, suffix) == 0;
 }
 
 } // namespace
@@ -225,7 +225,7 @@ void spool_remove_all(Spool *s) {
 	DIR *dir = AllocateDir(kDirectory);
 	struct dirent *entry;
 	while ((entry = ReadDir(dir, kDirectory)) != nullptr) {
-		if (!is_own_stream_file(s, entry->d_name))
+		if (!is_spool_file(s->subscription_id, entry->d_name, kStreamSuffix))
 			continue;
 		char path[MAXPGPATH];
 		snprintf(path, MAXPGPATH, "%s/%s", kDirectory, entry->d_name);
@@ -364,6 +364,22 @@ void spool_remove(Spool *s, po::Xid xid, bool prepared) {
 	StreamedTxn *t = find_txn(s, xid);
 	if (t != nullptr)
 		forget_txn(s, t);
+}
+
+void spool_remove_subscription(int subscription_id) {
+	DIR *dir = opendir(kDirectory);
+	if (dir == nullptr)
+		return;
+	struct dirent *entry;
+	while ((entry = readdir(dir)) != nullptr) {
+		if (!is_spool_file(subscription_id, entry->d_name, kStreamSuffix) &&
+		    !is_spool_file(subscription_id, entry->d_name, kPreparedSuffix))
+			continue;
+		char path[MAXPGPATH];
+		snprintf(path, MAXPGPATH, "%s/%s", kDirectory, entry->d_name);
+		(void)unlink(path);
+	}
+	closedir(dir);
 }
 
 void spool_close_files(Spool *s) {

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "guc.hpp"
+#include "audit/spool.hpp"
 #include "stream/connection.hpp"
 #include "worker/shmem.hpp"
 
@@ -43,25 +44,40 @@ struct NewSubscription {
 };
 
 bool wake_at_commit = false;
+int dropped_at_commit = 0; // the subscription whose spool files go when the transaction commits, or 0
 bool xact_callback_registered = false;
 
-// Wakes the launcher once the transaction that enabled a subscription commits: the launcher only
-// sees committed rows.
-void wake_on_commit(XactEvent event, void *) {
+// Once the transaction commits: wakes the launcher (it only sees committed rows) after a
+// subscription was enabled, and removes a dropped subscription's spool files.
+void act_on_commit(XactEvent event, void *) {
 	if (event == XACT_EVENT_COMMIT && wake_at_commit)
 		worker::wake_launcher();
+	if (event == XACT_EVENT_COMMIT && dropped_at_commit != 0)
+		audit::spool_remove_subscription(dropped_at_commit);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
-	    event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+	    event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT) {
 		wake_at_commit = false;
+		dropped_at_commit = 0;
+	}
+}
+
+// Registers act_on_commit once per backend.
+void register_commit_callback() {
+	if (!xact_callback_registered)
+		RegisterXactCallback(act_on_commit, nullptr);
+	xact_callback_registered = true;
 }
 
 // Asks for the launcher to be woken when this transaction commits.
 void wake_launcher_at_commit() {
-	if (!xact_callback_registered) {
-		RegisterXactCallback(wake_on_commit, nullptr);
-		xact_callback_registered = true;
-	}
+	register_commit_callback();
 	wake_at_commit = true;
+}
+
+// Asks for a dropped subscription's spool files to be removed when this transaction commits.
+void remove_spool_at_commit(int subscription_id) {
+	register_commit_callback();
+	dropped_at_commit = subscription_id;
 }
 
 // Subscriptions need the workers, which exist only when the library is preloaded.
@@ -625,6 +641,7 @@ extern "C" Datum logical_audit_drop_subscription(PG_FUNCTION_ARGS) {
 	char origin[NAMEDATALEN];
 	la::origin_name(id, origin, sizeof origin);
 	replorigin_drop_by_name(origin, true, false); // waits for a worker still exiting to let it go
+	la::remove_spool_at_commit(id);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -98,4 +98,14 @@ is( $down->safe_psql('postgres', q{
 		SELECT count(*) || ' ' || count(DISTINCT (commit_lsn, ordinal)) FROM logical_audit.change}),
 	'5006 5006', 'every change is audited once');
 
+# 5. Dropping the subscription removes the spool file of a transaction still prepared.
+$up->safe_psql('postgres', q{
+	BEGIN; INSERT INTO t VALUES (7000); PREPARE TRANSACTION 'g5';
+});
+wait_for_audit_catchup($up, $down, 'sub');
+is(prepared_files(), 1, 'a prepared transaction awaits its commit when the subscription is dropped');
+$down->safe_psql('postgres', q{SELECT logical_audit.drop_subscription('sub')});
+is(prepared_files(), 0, 'drop_subscription removes its spool files');
+$up->safe_psql('postgres', q{ROLLBACK PREPARED 'g5'});
+
 done_testing();
