@@ -45,19 +45,35 @@ CREATE TABLE logical_audit.transaction (
 );
 
 -- One row per changed upstream row (and per truncated table), ordinal 1.. in upstream order.
+-- Names compare bytewise (COLLATE "C"): they are identifiers, and the index below stays cheap.
+-- row_key is the row's replica identity key after the change (the old key for a DELETE), NULL
+-- under REPLICA IDENTITY FULL or NOTHING (no usable key) and for TRUNCATE.
 CREATE TABLE logical_audit.change (
 	subscription     text NOT NULL,
 	commit_lsn       pg_lsn NOT NULL,
 	ordinal          integer NOT NULL,
 	op               text NOT NULL CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'SNAPSHOT')),
-	schema_name      text NOT NULL,
-	table_name       text NOT NULL,
+	schema_name      text COLLATE "C" NOT NULL,
+	table_name       text COLLATE "C" NOT NULL,
+	row_key          jsonb,
 	old_row          jsonb,
 	new_row          jsonb,
 	unchanged_toast  text[],
 	changed_columns  text[],
 	PRIMARY KEY (subscription, commit_lsn, ordinal)
 );
+
+-- Each row's changes in upstream order, found by its key: the worker reads the latest one (a
+-- backward scan stops at it) for changed_columns and unchanged TOAST values, and history() and
+-- row_as_of() read them all, with the table's TRUNCATE rows (row_key NULL). Rows without a key
+-- stay out: every insert of the worker pays for this index.
+CREATE INDEX change_row_key ON logical_audit.change (subscription, schema_name, table_name, row_key, commit_lsn, ordinal)
+	WHERE row_key IS NOT NULL OR op = 'TRUNCATE';
+
+-- The updates that changed a row's key, by the old key: they end the old key's timeline. Few rows
+-- qualify, so the worker's inserts only evaluate the predicate.
+CREATE INDEX change_old_key ON logical_audit.change (subscription, schema_name, table_name, old_row)
+	WHERE op = 'UPDATE' AND old_row <> row_key;
 
 -- Logical messages (pg_logical_emit_message) of the upstream; commit_lsn is NULL for
 -- non-transactional ones.
@@ -73,6 +89,157 @@ CREATE TABLE logical_audit.message (
 SELECT pg_catalog.pg_extension_config_dump('logical_audit.transaction', '');
 SELECT pg_catalog.pg_extension_config_dump('logical_audit.change', '');
 SELECT pg_catalog.pg_extension_config_dump('logical_audit.message', '');
+
+-- ---------------------------------------------------------------------------------------------
+-- Row history, for auditors. A row is named by its replica identity key, a jsonb object such as
+-- '{"id": 1}' (row_key's form); rows of a table without one (REPLICA IDENTITY FULL or NOTHING)
+-- are matched by containment instead (new_row @> key or old_row @> key), which reads every change
+-- row of the subscription: no index serves it.
+
+-- The change rows of one row, in upstream order per subscription, each with whether the row exists
+-- after it: the changes under its key (an INSERT, SNAPSHOT, UPDATE or DELETE), the UPDATEs that
+-- moved it to another key, and the TRUNCATEs of its table that ended it.
+CREATE FUNCTION logical_audit.row_timeline(schema_name text, table_name text, key jsonb,
+                                           subscription text DEFAULT NULL)
+RETURNS TABLE (change logical_audit.change, row_exists boolean)
+LANGUAGE plpgsql STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+	sub text;
+	keyed boolean;
+BEGIN
+	IF row_timeline.schema_name IS NULL OR row_timeline.table_name IS NULL THEN
+		RAISE EXCEPTION 'schema_name and table_name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF row_timeline.key IS NULL THEN
+		RAISE EXCEPTION 'key must not be NULL' USING ERRCODE = 'null_value_not_allowed',
+			HINT = 'Name the row by its replica identity key columns, for example ''{"id": 1}''.';
+	END IF;
+	IF jsonb_typeof(row_timeline.key) <> 'object' THEN
+		RAISE EXCEPTION 'key must be a jsonb object, not %', jsonb_typeof(row_timeline.key)
+			USING ERRCODE = 'invalid_parameter_value',
+			HINT = 'Name the row by its replica identity key columns, for example ''{"id": 1}''.';
+	END IF;
+	IF row_timeline.key = '{}' THEN
+		RAISE EXCEPTION 'key must name at least one column' USING ERRCODE = 'invalid_parameter_value',
+			HINT = 'Name the row by its replica identity key columns, for example ''{"id": 1}''.';
+	END IF;
+	-- The given subscription, or each one that has change rows (one index probe per subscription).
+	FOR sub IN
+		WITH RECURSIVE subs(name) AS (
+			SELECT coalesce(row_timeline.subscription, (SELECT min(c.subscription) FROM logical_audit.change c))
+			UNION ALL
+			SELECT (SELECT min(c.subscription) FROM logical_audit.change c WHERE c.subscription > subs.name)
+			FROM subs WHERE row_timeline.subscription IS NULL AND subs.name IS NOT NULL)
+		SELECT subs.name FROM subs WHERE subs.name IS NOT NULL
+	LOOP
+		-- Whether the table's changes carry a row_key: then they alone name the row. (Ordered so
+		-- that the index answers, also for a table whose changes carry none.)
+		keyed := (SELECT c.row_key FROM logical_audit.change c
+		          WHERE c.subscription = sub AND c.schema_name = row_timeline.schema_name
+		            AND c.table_name = row_timeline.table_name AND c.row_key IS NOT NULL
+		          ORDER BY c.row_key LIMIT 1) IS NOT NULL;
+		RETURN QUERY
+		WITH own AS (
+			SELECT c FROM logical_audit.change c
+			WHERE keyed AND c.subscription = sub AND c.schema_name = row_timeline.schema_name
+			  AND c.table_name = row_timeline.table_name AND c.row_key = row_timeline.key
+			UNION ALL
+			SELECT c FROM logical_audit.change c
+			WHERE keyed AND c.subscription = sub AND c.schema_name = row_timeline.schema_name
+			  AND c.table_name = row_timeline.table_name AND c.op = 'UPDATE' AND c.old_row = row_timeline.key
+			  AND c.old_row <> c.row_key
+			UNION ALL
+			SELECT c FROM logical_audit.change c
+			WHERE NOT keyed AND c.subscription = sub AND c.schema_name = row_timeline.schema_name
+			  AND c.table_name = row_timeline.table_name AND c.row_key IS NULL AND c.op <> 'TRUNCATE'
+			  AND (c.new_row @> row_timeline.key OR c.old_row @> row_timeline.key)),
+		truncates AS (
+			SELECT c FROM logical_audit.change c
+			WHERE c.subscription = sub AND c.schema_name = row_timeline.schema_name
+			  AND c.table_name = row_timeline.table_name AND c.op = 'TRUNCATE' AND c.row_key IS NULL
+			  AND c.commit_lsn >= (SELECT min((o.c).commit_lsn) FROM own o)),
+		steps AS (
+			SELECT u.c, CASE WHEN (u.c).op IN ('DELETE', 'TRUNCATE') THEN false
+			                 ELSE coalesce((u.c).row_key = row_timeline.key, (u.c).new_row @> row_timeline.key, false)
+			            END AS exists_after
+			FROM (SELECT * FROM own UNION ALL SELECT * FROM truncates) u),
+		ordered AS (
+			SELECT s.c, s.exists_after,
+			       lag(s.exists_after) OVER (ORDER BY (s.c).commit_lsn, (s.c).ordinal) AS existed_before
+			FROM steps s)
+		-- A TRUNCATE belongs to the timeline when the row existed just before it.
+		SELECT o.c, o.exists_after FROM ordered o
+		WHERE (o.c).op <> 'TRUNCATE' OR o.existed_before
+		ORDER BY (o.c).commit_lsn, (o.c).ordinal;
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION logical_audit.row_timeline(text, text, jsonb, text) IS
+'the change rows of one row (named by its key), in upstream order per subscription, each with whether the row exists after it';
+
+CREATE FUNCTION logical_audit.history(schema_name text, table_name text, key jsonb, subscription text DEFAULT NULL)
+RETURNS TABLE (subscription text, commit_lsn pg_lsn, ordinal integer, commit_time timestamptz, xid xid8,
+               origin text, op text, old_row jsonb, new_row jsonb, changed_columns text[],
+               unchanged_toast text[], annotations jsonb)
+LANGUAGE sql STABLE
+AS $$
+	SELECT (r.change).subscription, (r.change).commit_lsn, (r.change).ordinal, t.commit_time, t.xid, t.origin,
+	       (r.change).op, (r.change).old_row, (r.change).new_row, (r.change).changed_columns,
+	       (r.change).unchanged_toast, t.annotations
+	FROM logical_audit.row_timeline(history.schema_name, history.table_name, history.key, history.subscription) r
+	LEFT JOIN logical_audit.transaction t
+	       ON t.subscription = (r.change).subscription AND t.commit_lsn = (r.change).commit_lsn
+	ORDER BY (r.change).subscription, (r.change).commit_lsn, (r.change).ordinal
+$$;
+
+COMMENT ON FUNCTION logical_audit.history(text, text, jsonb, text) IS
+'every audited change of one row (named by its key) with its transaction, in upstream commit order per subscription';
+
+CREATE FUNCTION logical_audit.row_as_of(schema_name text, table_name text, key jsonb, at timestamptz,
+                                        subscription text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+#variable_conflict use_column
+DECLARE
+	latest record;
+	found_in text;
+	result jsonb;
+BEGIN
+	IF row_as_of.at IS NULL THEN
+		RAISE EXCEPTION 'at must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- The row's latest change committed at or before "at", in each subscription that audited it.
+	FOR latest IN
+		SELECT DISTINCT ON ((r.change).subscription) (r.change).subscription AS name, r.row_exists,
+		       (r.change).new_row AS new_row
+		FROM logical_audit.row_timeline(row_as_of.schema_name, row_as_of.table_name, row_as_of.key,
+		                                row_as_of.subscription) r
+		JOIN logical_audit.transaction t ON t.subscription = (r.change).subscription
+		                                AND t.commit_lsn = (r.change).commit_lsn
+		WHERE t.commit_time <= row_as_of.at
+		ORDER BY (r.change).subscription, (r.change).commit_lsn DESC, (r.change).ordinal DESC
+	LOOP
+		IF found_in IS NOT NULL THEN
+			RAISE EXCEPTION 'row % of %.% was audited by more than one subscription', row_as_of.key,
+				row_as_of.schema_name, row_as_of.table_name
+				USING ERRCODE = 'cardinality_violation',
+				DETAIL = format('Subscriptions %s and %s both audited changes of the row.', quote_literal(found_in),
+				                quote_literal(latest.name)),
+				HINT = 'Name the subscription whose audit to read.';
+		END IF;
+		found_in := latest.name;
+		result := CASE WHEN latest.row_exists THEN latest.new_row END;
+	END LOOP;
+	RETURN result;
+END
+$$;
+
+COMMENT ON FUNCTION logical_audit.row_as_of(text, text, jsonb, timestamptz, text) IS
+'one row (named by its key) as it was at an upstream commit time: the new_row of its latest change then, NULL when it did not exist';
 
 REVOKE ALL ON logical_audit.subscription FROM PUBLIC;
 

@@ -31,6 +31,7 @@ extern "C" {
 extern "C" {
 #include "libpq-fe.h"
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -38,8 +39,10 @@ extern "C" {
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
+#include "common/hashfn.h"
 #include "common/shortest_dec.h"
 #include "executor/executor.h"
 #include "executor/spi.h"

@@ -18,6 +18,12 @@
 // in each table's batch context, reset after each batch: memory stays bounded whatever the size of
 // the upstream transactions. After an ERROR the caller aborts the local transaction, which
 // releases locks, pins and snapshots; writer_reset then just forgets them.
+//
+// writer_latest_image reads a row's latest change back: first among the buffered change rows,
+// through a hash of (schema, table, row_key) built only when a lookup needs it (a workload of
+// inserts never pays for it), then in the table through the change_row_key index, backwards from
+// the row's newest entry. That index scan uses SnapshotSelf, which sees the rows this very local
+// transaction inserted in earlier batches without a new snapshot or command counter.
 #include <string_view>
 
 #include "audit/writer.hpp"
@@ -49,11 +55,21 @@ enum ChangeColumn {
 	kChangeNewRow,
 	kChangeUnchangedToast,
 	kChangeChangedColumns,
+	kChangeRowKey,
 	kChangeColumns
 };
-const char *const kChangeNames[] = {"subscription",    "commit_lsn",     "ordinal", "op",
-                                    "schema_name",     "table_name",     "old_row", "new_row",
-                                    "unchanged_toast", "changed_columns"};
+const char *const kChangeNames[] = {"subscription",    "commit_lsn",      "ordinal", "op",
+                                    "schema_name",     "table_name",      "old_row", "new_row",
+                                    "unchanged_toast", "changed_columns", "row_key"};
+
+// The index writer_latest_image reads, and its columns in order (the first four are its search key).
+constexpr const char *kRowKeyIndex = "change_row_key";
+const ChangeColumn kRowKeyIndexColumns[] = {kChangeSubscription, kChangeSchemaName, kChangeTableName,
+                                            kChangeRowKey,       kChangeCommitLsn,  kChangeOrdinal};
+constexpr int kRowKeySearchColumns = 4;
+
+// Buckets of the hash of buffered change rows: a power of two, twice the rows a batch holds.
+constexpr int kKeyBuckets = 2048;
 
 enum TransactionColumn {
 	kTxnSubscription,
@@ -108,7 +124,8 @@ struct TargetSlots {
 	TupleDesc desc;        // nullptr until built
 	int *attindex;         // attribute index of each of the spec's columns
 	TupleTableSlot **slots;
-	int nslots; // created so far, up to spec.max_slots
+	int nslots;                // created so far, up to spec.max_slots
+	TupleTableSlot *read_slot; // rows read back from the table (latest images), or nullptr
 };
 
 // One audit table: its slots, what the open local transaction opened of it, its buffered rows.
@@ -118,9 +135,20 @@ struct Target {
 	EState *estate;          // for index insertion and constraint checks
 	ResultRelInfo *rri;      // the relation with its open indexes
 	BulkInsertState bistate; // only once a full batch was written
+	IndexScanDesc key_scan;  // the change table's latest-image lookups, once one needed it
 	MemoryContext batch;     // the buffered rows' values
 	int nbuffered;           // rows waiting in the slots
 	Size buffered_bytes;
+};
+
+// The buffered change rows by (schema, table, row_key): buckets[h % kKeyBuckets] is 1 + the newest
+// hashed slot of hash h, older[slot] 1 + the next older one in its bucket (0 ends a chain). Rows
+// are hashed lazily, up to the latest buffered one, when a lookup needs them.
+struct BufferedKeys {
+	int nhashed; // buffered rows hashed so far (rows without a row_key are skipped)
+	int buckets[kKeyBuckets];
+	int older[kBatchRows];
+	uint32 hashes[kBatchRows];
 };
 
 } // namespace
@@ -144,6 +172,7 @@ struct Writer {
 	Datum annotations; // jsonb object, or 0 when none
 	int32 ordinal;     // of the latest change
 	Target targets[kTables];
+	BufferedKeys keys; // of the change table's buffered rows
 };
 
 namespace {
@@ -197,6 +226,7 @@ void prepare_slots(Target *t, const TableSpec &spec) {
 	MemoryContext caller = MemoryContextSwitchTo(t->s.context);
 	t->s.desc = nullptr;
 	t->s.nslots = 0;
+	t->s.read_slot = nullptr;
 	int *attindex = map_columns(desc, spec);
 	t->s.slots = static_cast<TupleTableSlot **>(palloc0(sizeof(TupleTableSlot *) * spec.max_slots));
 	t->s.attindex = attindex;
@@ -262,6 +292,14 @@ void insert_slots(Target *t, int n) {
 	}
 }
 
+// Forgets the hash of buffered change rows (they were inserted, or dropped after an error).
+void forget_buffered_keys(BufferedKeys *keys) {
+	if (keys->nhashed == 0)
+		return;
+	memset(keys->buckets, 0, sizeof(keys->buckets));
+	keys->nhashed = 0;
+}
+
 // Inserts a table's buffered rows, then frees their memory. A full batch switches the table to a
 // bulk-insert state (a ring of buffers and a pinned target page), as COPY does; small
 // transactions do without, keeping their pages in shared buffers.
@@ -279,6 +317,8 @@ void flush_rows(Writer *w, Target *t, bool full) {
 	MemoryContextReset(t->batch);
 	t->nbuffered = 0;
 	t->buffered_bytes = 0;
+	if (t == &w->targets[kChangeTable])
+		forget_buffered_keys(&w->keys);
 }
 
 // Stores a row (values copied by the caller into the table's batch context) in the next slot of a
@@ -292,6 +332,8 @@ void buffer_row(Writer *w, Target *t, int ncolumns, const Datum *values, const b
 
 // Releases what a table held in the local transaction (before its commit; locks stay until then).
 void close_target(Target *t) {
+	if (t->key_scan != nullptr)
+		index_endscan(t->key_scan);
 	if (t->bistate != nullptr) {
 		FreeBulkInsertState(t->bistate);
 		table_finish_bulk_insert(t->rel, 0);
@@ -303,6 +345,7 @@ void close_target(Target *t) {
 	t->estate = nullptr;
 	t->rri = nullptr;
 	t->bistate = nullptr;
+	t->key_scan = nullptr;
 }
 
 // Starts a local transaction with an active snapshot (type input and domain checks may need one).
@@ -495,6 +538,7 @@ void forget_targets(Writer *w) {
 		t.estate = nullptr;
 		t.rri = nullptr;
 		t.bistate = nullptr;
+		t.key_scan = nullptr;
 		t.nbuffered = 0;
 		t.buffered_bytes = 0;
 		MemoryContextReset(t.batch);
@@ -502,7 +546,157 @@ void forget_targets(Writer *w) {
 		MemoryContextReset(t.s.context);
 		t.s.desc = nullptr;
 		t.s.nslots = 0;
+		t.s.read_slot = nullptr;
 	}
+	forget_buffered_keys(&w->keys);
+}
+
+// Whether a text Datum holds the same bytes as another.
+bool same_text(Datum a, Datum b) {
+	text *x = DatumGetTextPP(a), *y = DatumGetTextPP(b);
+	return VARSIZE_ANY_EXHDR(x) == VARSIZE_ANY_EXHDR(y) &&
+	       memcmp(VARDATA_ANY(x), VARDATA_ANY(y), VARSIZE_ANY_EXHDR(x)) == 0;
+}
+
+// The hash of a text Datum's bytes.
+uint32 text_hash(Datum value) {
+	text *t = DatumGetTextPP(value);
+	return hash_bytes(reinterpret_cast<const unsigned char *>(VARDATA_ANY(t)), VARSIZE_ANY_EXHDR(t));
+}
+
+// The hash of a row's identity (its table's names and its key), consistent with jsonb equality.
+uint32 key_hash(Datum schema_name, Datum table_name, Datum row_key) {
+	uint32 hash = DatumGetUInt32(DirectFunctionCall1(jsonb_hash, row_key));
+	hash = hash_combine(hash, text_hash(schema_name));
+	return hash_combine(hash, text_hash(table_name));
+}
+
+// The value of one of the writer's columns in a buffered change row.
+Datum buffered_value(const Target *t, const TupleTableSlot *slot, ChangeColumn column, bool *isnull) {
+	*isnull = slot->tts_isnull[t->s.attindex[column]];
+	return slot->tts_values[t->s.attindex[column]];
+}
+
+// Links the buffered change rows not hashed yet into the buckets, oldest first, so that each
+// bucket starts at its newest row.
+void hash_buffered(BufferedKeys *keys, const Target *t) {
+	for (; keys->nhashed < t->nbuffered; keys->nhashed++) {
+		int i = keys->nhashed;
+		const TupleTableSlot *slot = t->s.slots[i];
+		bool isnull;
+		Datum row_key = buffered_value(t, slot, kChangeRowKey, &isnull);
+		if (isnull)
+			continue;
+		keys->hashes[i] = key_hash(buffered_value(t, slot, kChangeSchemaName, &isnull),
+		                           buffered_value(t, slot, kChangeTableName, &isnull), row_key);
+		int bucket = keys->hashes[i] & (kKeyBuckets - 1);
+		keys->older[i] = keys->buckets[bucket];
+		keys->buckets[bucket] = i + 1;
+	}
+}
+
+// Whether a buffered change row is one of that relation's row with that key.
+bool buffered_row_is(const Target *t, const TupleTableSlot *slot, const AuditRelation *relation, Datum row_key) {
+	bool isnull;
+	return same_text(buffered_value(t, slot, kChangeTableName, &isnull), relation->relname_text) &&
+	       same_text(buffered_value(t, slot, kChangeSchemaName, &isnull), relation->nspname_text) &&
+	       DatumGetBool(DirectFunctionCall2(jsonb_eq, buffered_value(t, slot, kChangeRowKey, &isnull), row_key));
+}
+
+// The newest buffered change row of the relation's row with that key, or nullptr.
+const TupleTableSlot *buffered_change(Writer *w, const Target *t, const AuditRelation *relation, Datum row_key) {
+	BufferedKeys *keys = &w->keys;
+	hash_buffered(keys, t);
+	uint32 hash = key_hash(relation->nspname_text, relation->relname_text, row_key);
+	for (int i = keys->buckets[hash & (kKeyBuckets - 1)] - 1; i >= 0; i = keys->older[i] - 1)
+		if (keys->hashes[i] == hash && buffered_row_is(t, t->s.slots[i], relation, row_key))
+			return t->s.slots[i];
+	return nullptr;
+}
+
+// The image a change row leaves of its row: its new_row, or 0 after a DELETE.
+Datum image_of(Datum op, Datum new_row, bool new_row_isnull) {
+	text *name = DatumGetTextPP(op);
+	bool deleted = VARSIZE_ANY_EXHDR(name) == 6 && memcmp(VARDATA_ANY(name), "DELETE", 6) == 0;
+	return deleted || new_row_isnull ? (Datum)0 : new_row;
+}
+
+// Whether an index is a valid btree over the columns writer_latest_image relies on, in order.
+bool fits_row_key_index(const Target *t, Relation index) {
+	int ncolumns = lengthof(kRowKeyIndexColumns);
+	if (index->rd_rel->relam != BTREE_AM_OID || !index->rd_index->indisvalid || index->rd_index->indnkeyatts < ncolumns)
+		return false;
+	for (int i = 0; i < ncolumns; i++)
+		if (index->rd_index->indkey.values[i] != t->s.attindex[kRowKeyIndexColumns[i]] + 1)
+			return false;
+	return true;
+}
+
+// The change table's row_key index, among the indexes the local transaction opened.
+Relation row_key_index(const Target *t) {
+	for (int i = 0; i < t->rri->ri_NumIndices; i++) {
+		Relation index = t->rri->ri_IndexRelationDescs[i];
+		if (strcmp(RelationGetRelationName(index), kRowKeyIndex) == 0 && fits_row_key_index(t, index))
+			return index;
+	}
+	ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
+	                errmsg("audit table %s.change has no valid index %s", kSchema, kRowKeyIndex),
+	                errdetail("The audit worker reads each row's latest change through a btree index on "
+	                          "(subscription, schema_name, table_name, row_key, commit_lsn, ordinal)."),
+	                errhint("Reinstall or update the logical_audit extension.")));
+	return nullptr; // not reached
+}
+
+// The local transaction's scan of the row_key index, begun at its first lookup.
+IndexScanDesc key_scan(Writer *w, Target *t) {
+	if (t->key_scan == nullptr) {
+		MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
+		t->key_scan = index_beginscan(t->rel, row_key_index(t), SnapshotSelf, kRowKeySearchColumns, 0);
+		MemoryContextSwitchTo(caller);
+	}
+	return t->key_scan;
+}
+
+// The slot that change rows are read back into, created on first use with the other slots.
+TupleTableSlot *read_slot(Target *t) {
+	if (t->s.read_slot == nullptr) {
+		MemoryContext caller = MemoryContextSwitchTo(t->s.context);
+		t->s.read_slot = MakeSingleTupleTableSlot(t->s.desc, table_slot_callbacks(t->rel));
+		MemoryContextSwitchTo(caller);
+	}
+	return t->s.read_slot;
+}
+
+// Reads the newest change row in the table of the relation's row with that key into slot (rows of
+// this local transaction included); false when there is none.
+bool indexed_change(Writer *w, Target *t, const AuditRelation *relation, Datum row_key, TupleTableSlot *slot) {
+	IndexScanDesc scan = key_scan(w, t);
+	const Datum values[kRowKeySearchColumns] = {w->subscription, relation->nspname_text, relation->relname_text,
+	                                            row_key};
+	const RegProcedure equals[kRowKeySearchColumns] = {F_TEXTEQ, F_TEXTEQ, F_TEXTEQ, F_JSONB_EQ};
+	ScanKeyData keys[kRowKeySearchColumns];
+	for (int i = 0; i < kRowKeySearchColumns; i++)
+		ScanKeyEntryInitialize(&keys[i], 0, i + 1, BTEqualStrategyNumber, InvalidOid,
+		                       scan->indexRelation->rd_indcollation[i], equals[i], values[i]);
+	index_rescan(scan, keys, kRowKeySearchColumns, nullptr, 0);
+	// Entries of one key are ordered by (commit_lsn, ordinal): the first one backwards is the newest.
+	return index_getnext_slot(scan, BackwardScanDirection, slot);
+}
+
+// The image the newest change row in the table leaves of the row, copied out of the buffer page.
+Datum indexed_image(Writer *w, Target *t, const AuditRelation *relation, Datum row_key) {
+	TupleTableSlot *slot = read_slot(t);
+	Datum image = (Datum)0;
+	if (indexed_change(w, t, relation, row_key, slot)) {
+		bool op_isnull, new_row_isnull;
+		Datum op = slot_getattr(slot, t->s.attindex[kChangeOp] + 1, &op_isnull);
+		Datum new_row = slot_getattr(slot, t->s.attindex[kChangeNewRow] + 1, &new_row_isnull);
+		image = image_of(op, new_row, new_row_isnull);
+		if (image != (Datum)0)
+			image = PointerGetDatum(PG_DETOAST_DATUM_COPY(image));
+	}
+	ExecClearTuple(slot);
+	return image;
 }
 
 } // namespace
@@ -556,6 +750,7 @@ void writer_change(Writer *w, const ChangeRow &row) {
 	    copy_varlena(row.new_row.value, row.new_row.isnull, &t->buffered_bytes),
 	    copy_varlena(row.unchanged_toast.value, row.unchanged_toast.isnull, &t->buffered_bytes),
 	    copy_varlena(row.changed_columns.value, row.changed_columns.isnull, &t->buffered_bytes),
+	    copy_varlena(row.row_key.value, row.row_key.isnull, &t->buffered_bytes),
 	};
 	bool isnull[kChangeColumns] = {false,
 	                               false,
@@ -566,7 +761,8 @@ void writer_change(Writer *w, const ChangeRow &row) {
 	                               row.old_row.isnull,
 	                               row.new_row.isnull,
 	                               row.unchanged_toast.isnull,
-	                               row.changed_columns.isnull};
+	                               row.changed_columns.isnull,
+	                               row.row_key.isnull};
 	w->ordinal++;
 	buffer_row(w, t, kChangeColumns, values, isnull, kChangeTable);
 	MemoryContextSwitchTo(caller);
@@ -634,6 +830,19 @@ void writer_progress(Writer *w, XLogRecPtr lsn, TimestampTz time) {
 	open_local(w);
 	w->progress_lsn = Max(w->progress_lsn, lsn);
 	w->progress_time = time;
+}
+
+Datum writer_latest_image(Writer *w, const AuditRelation *relation, Datum row_key) {
+	if (!w->in_transaction)
+		elog(ERROR, "latest image looked up outside an upstream transaction");
+	Target *t = open_target(w, kChangeTable);
+	if (const TupleTableSlot *slot = buffered_change(w, t, relation, row_key)) {
+		bool op_isnull, new_row_isnull;
+		Datum op = buffered_value(t, slot, kChangeOp, &op_isnull);
+		Datum new_row = buffered_value(t, slot, kChangeNewRow, &new_row_isnull);
+		return image_of(op, new_row, new_row_isnull);
+	}
+	return indexed_image(w, t, relation, row_key);
 }
 
 bool writer_local_open(const Writer *w) {

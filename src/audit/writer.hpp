@@ -9,6 +9,7 @@
 
 #include <string_view>
 
+#include "audit/relations.hpp"
 #include "pgoutput/messages.hpp"
 
 #include "pg.hpp"
@@ -38,6 +39,14 @@ struct ChangeRow {
 
 // Adds one change row; its Datums are copied before the call returns.
 void writer_change(Writer *writer, const ChangeRow &row);
+
+// The latest audited image of a row of the relation in the open upstream transaction's
+// subscription: the new_row of the latest change (highest commit_lsn, ordinal) whose row_key is
+// row_key, when that change left the row there (INSERT, UPDATE or SNAPSHOT). The rows not yet
+// inserted are looked at first, then the table, including this local transaction's rows. Returns
+// 0 when there is none or the latest change is a DELETE. The image is valid until the next writer
+// call or the end of the current memory context, whichever comes first.
+Datum writer_latest_image(Writer *writer, const AuditRelation *relation, Datum row_key);
 
 // Records a logical message. A transactional one belongs to the open upstream transaction (its
 // 'audit' JSON content is merged into the transaction's annotations); a non-transactional one goes

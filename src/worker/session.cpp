@@ -15,6 +15,7 @@
 //
 // Everything here is plain data: an ERROR anywhere unwinds to the worker's retry loop, which calls
 // session_cleanup().
+#include "audit/row_image.hpp"
 #include "pgoutput/decoder.hpp"
 #include "stream/connection.hpp"
 #include "worker/session.hpp"
@@ -163,8 +164,7 @@ void apply_row(WorkerContext &w, const char *op, po::Oid relation_id, po::OldTup
 		row.new_row.value =
 		    audit::tuple_to_jsonb(relation, *new_tuple, false, &row.unchanged_toast.value, &row.unchanged_toast.isnull);
 	row.new_row.isnull = new_tuple == nullptr;
-	if (new_tuple != nullptr && old_kind == po::OldTuple::Full)
-		row.changed_columns = {audit::changed_columns(relation, old_tuple, *new_tuple), false};
+	audit::complete_change(w.writer, relation, row, old_kind, old_tuple, new_tuple);
 	audit::writer_change(w.writer, row);
 	session.changes++;
 }

@@ -1,4 +1,5 @@
-# A TOASTed column that an update leaves unchanged is not sent by pgoutput (kind 'u'): the audit
+# A TOASTed column that an update leaves unchanged is not sent by pgoutput (kind 'u'): when no
+# audited image of the row holds its value (here the row predates the subscription), the audit
 # leaves it out of new_row and names it in unchanged_toast, never recording it as NULL. A value
 # that is sent (changed, or set to NULL) is recorded as usual.
 use strict;
@@ -18,11 +19,12 @@ $up->safe_psql('postgres', q{
 	-- Out of line and uncompressed, whatever the value: a stored TOAST pointer for sure.
 	ALTER TABLE doc ALTER COLUMN body SET STORAGE EXTERNAL, ALTER COLUMN extra SET STORAGE EXTERNAL;
 	CREATE PUBLICATION audit_pub FOR TABLE doc;
+	INSERT INTO doc VALUES (1, repeat('b', 10000), repeat('e', 9000), 1);
 });
 create_subscription($down, 'sub', $up);
 
 $up->safe_psql('postgres', q{
-	INSERT INTO doc VALUES (1, repeat('b', 10000), repeat('e', 9000), 1);
+	INSERT INTO doc VALUES (2, repeat('b', 10000), repeat('e', 9000), 1);
 	UPDATE doc SET n = 2 WHERE id = 1;                       -- body, extra unchanged
 	UPDATE doc SET extra = 'short now', n = 3 WHERE id = 1;  -- body unchanged
 	UPDATE doc SET body = NULL, n = NULL WHERE id = 1;        -- both sent

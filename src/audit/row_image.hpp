@@ -1,0 +1,26 @@
+// What a change row says beyond its decoded tuples: the key of its row (row_key) and, for an
+// UPDATE, which columns changed (changed_columns) and the values of the unchanged TOASTed columns
+// the upstream did not send.
+//
+// Under REPLICA IDENTITY FULL the old row answers both. Otherwise the upstream sends at most the
+// old key, and the answers come from the latest audited image of the row: the new_row of its
+// latest change, which the writer looks up by key. Without an image changed_columns stays NULL and
+// the unsent columns stay absent from new_row; either way they stay named in unchanged_toast.
+#pragma once
+
+#include "audit/relations.hpp"
+#include "audit/writer.hpp"
+#include "pgoutput/messages.hpp"
+
+#include "pg.hpp"
+
+namespace logical_audit::audit {
+
+// Completes a change row whose old_row, new_row and unchanged_toast were converted from the
+// tuples of an INSERT (new tuple), UPDATE (old tuple when sent, new tuple) or DELETE (old tuple):
+// sets row_key and, for an UPDATE, changed_columns, and adds the unchanged TOAST values it can
+// find to new_row. Looks the image up only for an UPDATE without a full old row.
+void complete_change(Writer *writer, const AuditRelation *relation, ChangeRow &row, pgoutput::OldTuple old_kind,
+                     const pgoutput::TupleData &old_tuple, const pgoutput::TupleData *new_tuple);
+
+} // namespace logical_audit::audit
