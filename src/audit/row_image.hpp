@@ -19,8 +19,10 @@ namespace logical_audit::audit {
 // Completes a change row whose old_row, new_row and unchanged_toast were converted from the
 // tuples of an INSERT (new tuple), UPDATE (old tuple when sent, new tuple) or DELETE (old tuple):
 // sets row_key and, for an UPDATE, changed_columns, and adds the unchanged TOAST values it can
-// find to new_row. Looks the image up only for an UPDATE without a full old row.
+// find to new_row. Looks the image up only for an UPDATE without a full old row. Without
+// row_history (a subscription's option) the row has no row_key and no image is looked up: only a
+// full old row completes an UPDATE.
 void complete_change(Writer *writer, const AuditRelation *relation, ChangeRow &row, pgoutput::OldTuple old_kind,
-                     const pgoutput::TupleData &old_tuple, const pgoutput::TupleData *new_tuple);
+                     const pgoutput::TupleData &old_tuple, const pgoutput::TupleData *new_tuple, bool row_history);
 
 } // namespace logical_audit::audit

@@ -179,7 +179,7 @@ void check_publications(ArrayType *publications) {
 }
 
 // The options a subscription takes.
-const char *const kOptions[] = {"messages", "streaming", "binary", "two_phase", "snapshot"};
+const char *const kOptions[] = {"messages", "streaming", "binary", "two_phase", "snapshot", "row_history"};
 
 // Checks one option: a known key with a boolean value.
 void check_option(const char *key, const JsonbValue &value) {
@@ -187,8 +187,9 @@ void check_option(const char *key, const JsonbValue &value) {
 	for (const char *o : kOptions)
 		known = known || strcmp(key, o) == 0;
 	if (!known)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown option \"%s\"", key),
-		                errdetail("The options are messages, streaming, binary, two_phase and snapshot.")));
+		ereport(ERROR,
+		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown option \"%s\"", key),
+		         errdetail("The options are messages, streaming, binary, two_phase, snapshot and row_history.")));
 	if (value.type != jbvBool)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("option \"%s\" must be a boolean", key)));
 }

@@ -164,7 +164,7 @@ void apply_row(WorkerContext &w, const char *op, po::Oid relation_id, po::OldTup
 		row.new_row.value =
 		    audit::tuple_to_jsonb(relation, *new_tuple, false, &row.unchanged_toast.value, &row.unchanged_toast.isnull);
 	row.new_row.isnull = new_tuple == nullptr;
-	audit::complete_change(w.writer, relation, row, old_kind, old_tuple, new_tuple);
+	audit::complete_change(w.writer, relation, row, old_kind, old_tuple, new_tuple, w.subscription->row_history);
 	audit::writer_change(w.writer, row);
 	session.changes++;
 }

@@ -17,11 +17,12 @@ struct Subscription {
 	char *conninfo;
 	ArrayType *publications;
 	char *slot_name;
-	bool messages;  // audit logical messages
-	bool streaming; // large transactions arrive streamed (protocol 2) and are spooled
-	bool binary;    // tuple data in binary
-	bool two_phase; // prepared transactions are decoded at PREPARE (protocol 3)
-	bool snapshot;  // the existing rows are copied when the slot is created
+	bool messages;    // audit logical messages
+	bool streaming;   // large transactions arrive streamed (protocol 2) and are spooled
+	bool binary;      // tuple data in binary
+	bool two_phase;   // prepared transactions are decoded at PREPARE (protocol 3)
+	bool snapshot;    // the existing rows are copied when the slot is created
+	bool row_history; // change rows carry row_key; UPDATEs are completed from the row's latest image
 };
 
 // What a session needs and keeps across sessions of the same worker.

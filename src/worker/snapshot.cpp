@@ -179,7 +179,7 @@ void record_row(WorkerContext &w, const CopiedTable &table, const char *row, con
 	audit::ChangeRow change = {"SNAPSHOT",       table.schema_text, table.table_text, {(Datum)0, true},
 	                           {(Datum)0, true}, {(Datum)0, true},  {(Datum)0, true}, {(Datum)0, true}};
 	change.new_row = {jsonb_from_text(row), false};
-	if (key != nullptr)
+	if (key != nullptr && w.subscription->row_history)
 		change.row_key = {jsonb_from_text(key), false};
 	audit::writer_change(w.writer, change);
 }

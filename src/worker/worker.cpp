@@ -28,7 +28,8 @@ Subscription *load_subscription(int id) {
 	                               "coalesce((options->>'streaming')::boolean, true), "
 	                               "coalesce((options->>'binary')::boolean, false), "
 	                               "coalesce((options->>'two_phase')::boolean, false), "
-	                               "coalesce((options->>'snapshot')::boolean, false) "
+	                               "coalesce((options->>'snapshot')::boolean, false), "
+	                               "coalesce((options->>'row_history')::boolean, true) "
 	                               "FROM logical_audit.subscription WHERE id = $1 AND enabled FOR SHARE",
 	                               1, types, values, nullptr, false, 1);
 	if (rc != SPI_OK_SELECT)
@@ -49,6 +50,7 @@ Subscription *load_subscription(int id) {
 		sub->binary = DatumGetBool(SPI_getbinval(row, desc, 7, &isnull));
 		sub->two_phase = DatumGetBool(SPI_getbinval(row, desc, 8, &isnull));
 		sub->snapshot = DatumGetBool(SPI_getbinval(row, desc, 9, &isnull));
+		sub->row_history = DatumGetBool(SPI_getbinval(row, desc, 10, &isnull));
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
