@@ -56,8 +56,8 @@ CREATE TABLE logical_audit.change (
 	schema_name      text COLLATE "C" NOT NULL,
 	table_name       text COLLATE "C" NOT NULL,
 	row_key          jsonb,
-	old_row          jsonb,
-	new_row          jsonb,
+	old_row          jsonb COMPRESSION lz4,
+	new_row          jsonb COMPRESSION lz4,
 	unchanged_toast  text[],
 	changed_columns  text[],
 	PRIMARY KEY (subscription, commit_lsn, ordinal)
