@@ -287,12 +287,13 @@ class BuiltinConsumer:
 
 
 class AuditConsumer:
-    """logical_audit with its default options."""
+    """logical_audit with its default options, or those given with --audit-options."""
 
-    def __init__(self, h, name, slot, upstream_conninfo):
+    def __init__(self, h, name, slot, upstream_conninfo, options):
         self.h, self.name = h, name
         h.audit.run("SELECT logical_audit.create_subscription(name => %s, conninfo => %s, publications => %s, "
-                    "slot_name => %s, create_slot => false)", (name, upstream_conninfo, [PUBLICATION], slot))
+                    "slot_name => %s, create_slot => false, options => %s::jsonb)",
+                    (name, upstream_conninfo, [PUBLICATION], slot, options))
 
     def pid(self):
         return self.h.audit.one("SELECT pid FROM logical_audit.status WHERE name = %s", (self.name,))
@@ -500,7 +501,7 @@ class Harness:
         name = "bench_%s_%s" % (c, tag.lower().replace("-", "_"))
         if c == "b":
             return BuiltinConsumer(self, name, slot, self.up_conninfo)
-        return AuditConsumer(self, name, slot, self.up_conninfo)
+        return AuditConsumer(self, name, slot, self.up_conninfo, self.args.audit_options)
 
     def prepare_downstream(self, c, tables):
         if c == "b":
@@ -669,6 +670,7 @@ def main():
     p.add_argument("--work", help="the clusters' directory (for the record)")
     p.add_argument("--only", help="comma-separated workloads to run (W1-1txn,W1-1000,W1-1row,W2,W3,W4,lag)")
     p.add_argument("--consumers", default="a,b,c,d", help="comma-separated consumers among a,b,c,d")
+    p.add_argument("--audit-options", default="{}", help="options of the logical_audit subscription (jsonb)")
     args = p.parse_args()
     h = Harness(args)
     started = time.time()

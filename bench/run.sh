@@ -10,6 +10,7 @@
 #
 # Usage (as root on Debian 12; installs the Debian packages it needs):
 #   bench/run.sh [--quick | --medium | --full] [--only W1-1txn,W4,...] [--consumers a,b,c,d]
+#                [--audit-options '{"row_history": false}']
 #   --quick   scaled-down workloads, one run of each, 10 s lag tests (about 3 minutes)
 #   --medium  full-size W1 to W3 with one run each, W4 at 2M rows, 20 s lag tests
 #   --full    the sizes, W1 three times (medians), 30 s lag tests (the default)
@@ -31,7 +32,7 @@ mode=full
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick | --medium | --full) mode=${1#--} ;;
-	--only | --consumers) harness_args+=("$1" "$2"); shift ;;
+	--only | --consumers | --audit-options) harness_args+=("$1" "$2"); shift ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
 	esac
