@@ -107,11 +107,14 @@ SELECT c.ordinal, c.op, c.table_name, c.new_row
 \echo '== the last three pgbench transactions audited'
 SELECT xid, commit_lsn, commit_time, change_count
   FROM logical_audit.transaction ORDER BY commit_lsn DESC LIMIT 3;
-\echo '== their changes'
-SELECT c.commit_lsn, c.ordinal, c.op, c.table_name, c.new_row
+\echo '== their changes (changed_columns from the row''s latest audited image)'
+SELECT c.commit_lsn, c.ordinal, c.op, c.table_name, c.changed_columns, c.new_row
   FROM logical_audit.change c
  WHERE c.commit_lsn IN (SELECT commit_lsn FROM logical_audit.transaction ORDER BY commit_lsn DESC LIMIT 3)
  ORDER BY c.commit_lsn DESC, c.ordinal;
+\echo '== the audited history of branch 1: logical_audit.history(''public'', ''pgbench_branches'', ''{"bid": 1}'')'
+SELECT commit_time, op, changed_columns, new_row
+  FROM logical_audit.history('public', 'pgbench_branches', '{"bid": 1}') ORDER BY commit_lsn DESC LIMIT 3;
 SQL
 
 history_up=$(psql_on "$UP_PORT" -At <<<'SELECT count(*) FROM pgbench_history')
