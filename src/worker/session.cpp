@@ -11,7 +11,9 @@
 //
 // With protocol 2, a large transaction arrives streamed while it runs upstream: the data messages
 // of its stream blocks go to its spool file as received, and its Stream Commit audits them from
-// there like the messages of any other transaction.
+// there like the messages of any other transaction. With protocol 3 (two-phase), a prepared
+// transaction's messages go to a spool file made durable at its Prepare, and its Commit Prepared
+// audits them from there.
 //
 // Everything here is plain data: an ERROR anywhere unwinds to the worker's retry loop, which calls
 // session_cleanup().
