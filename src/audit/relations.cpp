@@ -281,8 +281,12 @@ AuditRelation *build_relation(const Relations *relations, const po::Relation &me
 	int i = 0;
 	for (po::RelationColumn c : message.columns) {
 		prepare_column(relations, rel->columns[i], c, context);
-		rel->uses_output_settings |= uses_output_settings(rel->columns[i++]);
+		rel->uses_output_settings |= uses_output_settings(rel->columns[i]);
+		rel->has_row_key |= rel->columns[i++].key;
 	}
+	// Under FULL the upstream flags every column as key, under NOTHING none: no key names the row.
+	rel->has_row_key &=
+	    rel->replica_identity == REPLICA_IDENTITY_DEFAULT || rel->replica_identity == REPLICA_IDENTITY_INDEX;
 	order_keys(rel);
 	MemoryContextSwitchTo(old);
 	return rel;

@@ -62,6 +62,7 @@ struct AuditRelation {
 	AuditColumn *columns;
 	int *key_order;            // column indexes in the order of jsonb object keys (shorter first, then bytewise)
 	bool scalar;               // every column converts to a scalar and names are unique: rows skip pushJsonbValue
+	bool has_row_key;          // the replica identity names rows by key columns (DEFAULT with a key, or USING INDEX)
 	bool uses_output_settings; // some column renders through output functions that read DateStyle & co.
 };
 

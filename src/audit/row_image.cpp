@@ -16,17 +16,6 @@ namespace {
 
 namespace po = pgoutput;
 
-// Whether the relation's replica identity names the row by key columns (DEFAULT with a primary key,
-// or USING INDEX): under FULL the upstream flags every column, under NOTHING none.
-bool has_key(const AuditRelation *relation) {
-	if (relation->replica_identity != REPLICA_IDENTITY_DEFAULT && relation->replica_identity != REPLICA_IDENTITY_INDEX)
-		return false;
-	for (int i = 0; i < relation->ncolumns; i++)
-		if (relation->columns[i].key)
-			return true;
-	return false;
-}
-
 // The key columns of a new tuple as a jsonb object. A key column the tuple did not send (an
 // unchanged TOASTed key, for which the upstream sends the old key) takes its value from old_key;
 // 0 when there is none to take it from.
@@ -44,7 +33,7 @@ Datum new_key(const AuditRelation *relation, const po::TupleData &tuple, Datum o
 // The row_key of a change: the new tuple's key, or the old key of a DELETE; NULL without a key.
 NullableDatum row_key_of(const AuditRelation *relation, const ChangeRow &row, po::OldTuple old_kind,
                          const po::TupleData *new_tuple) {
-	if (!has_key(relation))
+	if (!relation->has_row_key)
 		return {(Datum)0, true};
 	Datum old_key = old_kind == po::OldTuple::Key && !row.old_row.isnull ? row.old_row.value : (Datum)0;
 	Datum key = new_tuple != nullptr ? new_key(relation, *new_tuple, old_key) : old_key;

@@ -78,10 +78,10 @@ int open_file(const char *path, int flags) {
 	return fd;
 }
 
-// Removes a file; one that is already gone is fine.
-void remove_file(const char *path) {
+// Removes a file; one that is already gone is fine. A failure is reported at elevel.
+void remove_file(const char *path, int elevel = ERROR) {
 	if (unlink(path) < 0 && errno != ENOENT)
-		ereport(ERROR, (errcode_for_file_access(), errmsg("could not remove spool file \"%s\": %m", path)));
+		ereport(elevel, (errcode_for_file_access(), errmsg("could not remove spool file \"%s\": %m", path)));
 }
 
 // Writes all bytes to the open file.
@@ -204,6 +204,25 @@ bool is_spool_file(int subscription_id, const char *name, const char *suffix) {
 	       strcmp(name + len - tail + 1, suffix) == 0;
 }
 
+// Removes the subscription's stream files, and its prepared ones too when asked. A failure is
+// reported at elevel: ERROR stops there, LOG (where no error may be raised) goes on.
+void remove_files(int subscription_id, bool prepared_too, int elevel) {
+	DIR *dir = AllocateDir(kDirectory);
+	if (dir == nullptr && errno == ENOENT)
+		return;
+	struct dirent *entry;
+	while ((entry = ReadDirExtended(dir, kDirectory, elevel)) != nullptr) {
+		if (!is_spool_file(subscription_id, entry->d_name, kStreamSuffix) &&
+		    !(prepared_too && is_spool_file(subscription_id, entry->d_name, kPreparedSuffix)))
+			continue;
+		char path[MAXPGPATH];
+		snprintf(path, MAXPGPATH, "%s/%s", kDirectory, entry->d_name);
+		remove_file(path, elevel);
+	}
+	if (dir != nullptr)
+		FreeDir(dir);
+}
+
 } // namespace
 
 Spool *spool_create(int subscription_id, MemoryContext context) {
@@ -222,16 +241,7 @@ void spool_remove_all(Spool *s) {
 	while (s->ntxns > 0)
 		forget_txn(s, &s->txns[0]);
 	make_directory();
-	DIR *dir = AllocateDir(kDirectory);
-	struct dirent *entry;
-	while ((entry = ReadDir(dir, kDirectory)) != nullptr) {
-		if (!is_spool_file(s->subscription_id, entry->d_name, kStreamSuffix))
-			continue;
-		char path[MAXPGPATH];
-		snprintf(path, MAXPGPATH, "%s/%s", kDirectory, entry->d_name);
-		remove_file(path);
-	}
-	FreeDir(dir);
+	remove_files(s->subscription_id, false, ERROR);
 }
 
 void spool_open(Spool *s, po::Xid xid, bool first_segment) {
@@ -276,10 +286,6 @@ void spool_close(Spool *s) {
 	close(s->fd);
 	s->fd = -1;
 	s->open = nullptr;
-}
-
-bool spool_has(const Spool *s, po::Xid xid) {
-	return find_txn(s, xid) != nullptr;
 }
 
 bool spool_any(const Spool *s) {
@@ -367,19 +373,7 @@ void spool_remove(Spool *s, po::Xid xid, bool prepared) {
 }
 
 void spool_remove_subscription(int subscription_id) {
-	DIR *dir = opendir(kDirectory);
-	if (dir == nullptr)
-		return;
-	struct dirent *entry;
-	while ((entry = readdir(dir)) != nullptr) {
-		if (!is_spool_file(subscription_id, entry->d_name, kStreamSuffix) &&
-		    !is_spool_file(subscription_id, entry->d_name, kPreparedSuffix))
-			continue;
-		char path[MAXPGPATH];
-		snprintf(path, MAXPGPATH, "%s/%s", kDirectory, entry->d_name);
-		(void)unlink(path);
-	}
-	closedir(dir);
+	remove_files(subscription_id, true, LOG);
 }
 
 void spool_close_files(Spool *s) {

@@ -39,9 +39,6 @@ void spool_write(Spool *spool, pgoutput::Xid xid, XLogRecPtr lsn, const uint8_t 
 // Stops appending (Stream Stop): the buffered bytes reach the file.
 void spool_close(Spool *spool);
 
-// Whether a transaction has streamed chunks not yet committed or aborted.
-bool spool_has(const Spool *spool, pgoutput::Xid xid);
-
 // Whether any transaction has streamed chunks not yet committed or aborted.
 bool spool_any(const Spool *spool);
 
@@ -62,7 +59,8 @@ bool spool_replay_next(Spool *spool, XLogRecPtr *lsn, const uint8_t **data, size
 void spool_remove(Spool *spool, pgoutput::Xid xid, bool prepared);
 
 // Removes every spool file of a subscription, prepared ones included, once it is dropped. It
-// runs after the dropping transaction committed: it raises no error, a file it cannot remove stays.
+// runs after the dropping transaction committed: it raises no error; a file it cannot remove stays
+// (and is logged).
 void spool_remove_subscription(int subscription_id);
 
 // Closes the open file descriptors after an ERROR (the files stay, for spool_remove_all).

@@ -117,6 +117,17 @@ void send_status(bool request_reply) {
 	session.last_status = GetCurrentTimestamp();
 }
 
+// When the next periodic status update is due (with wal_receiver_status_interval > 0).
+TimestampTz status_due() {
+	return TimestampTzPlusMilliseconds(session.last_status, wal_receiver_status_interval * 1000);
+}
+
+// Sends the periodic status update when it is due; also while the session is too busy to read.
+void send_status_if_due() {
+	if (wal_receiver_status_interval > 0 && GetCurrentTimestamp() >= status_due())
+		send_status(false);
+}
+
 // Raises the error for a message the decoder rejected.
 void report_malformed(const po::DecodeError &error) {
 	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("malformed pgoutput %s message", error.message),
@@ -287,13 +298,6 @@ void apply_begin(WorkerContext &w, const po::Begin &m) {
 
 void apply(WorkerContext &w, const po::Message &message);
 
-// Sends a status update when one is due, while the session is too busy to read the upstream.
-void report_while_busy() {
-	if (wal_receiver_status_interval > 0 &&
-	    TimestampDifferenceExceeds(session.last_status, GetCurrentTimestamp(), wal_receiver_status_interval * 1000))
-		send_status(false);
-}
-
 // Messages replayed between two looks at the clock.
 constexpr int kReplayBatch = 10000;
 
@@ -339,7 +343,7 @@ bool replay(WorkerContext &w, po::Xid xid, bool prepared, bool apply_changes, XL
 		MemoryContextReset(w.replay_context);
 		CHECK_FOR_INTERRUPTS();
 		if (n % kReplayBatch == 0)
-			report_while_busy();
+			send_status_if_due();
 		MemoryContextSwitchTo(w.replay_context);
 	}
 	MemoryContextSwitchTo(caller);
@@ -599,11 +603,8 @@ long keep_alive() {
 	TimestampTz now = GetCurrentTimestamp();
 	long wait_ms = 1000;
 	if (wal_receiver_status_interval > 0) {
-		TimestampTz due = TimestampTzPlusMilliseconds(session.last_status, wal_receiver_status_interval * 1000);
-		if (now >= due)
-			send_status(false);
-		wait_ms = Min(wait_ms,
-		              ms_until(TimestampTzPlusMilliseconds(session.last_status, wal_receiver_status_interval * 1000)));
+		send_status_if_due();
+		wait_ms = Min(wait_ms, ms_until(status_due()));
 	}
 	if (wal_receiver_timeout > 0) {
 		TimestampTz silent_until = TimestampTzPlusMilliseconds(session.last_receipt, wal_receiver_timeout);
