@@ -16,6 +16,8 @@ time, each from its own slot's start to that LSN:
 While a consumer runs, a sampler thread reads /proc every 20 ms for the walsender (the slot's
 active_pid) and the consumer process (the apply worker, the audit worker, or the client, whose
 rusage is taken when it exits). The lag tests run pgbench at a fixed rate while b or d streams live.
+With --perf, perf record samples the audit worker (d) through each workload and a flat profile of
+its hottest functions lands beside the results (perf-<workload>.txt).
 """
 import argparse
 import json
@@ -325,6 +327,29 @@ class AuditConsumer:
         return extra
 
 
+class Profiler:
+    """perf record of one process from the moment its pid is known, then a flat report of it."""
+
+    def __init__(self, out_prefix):
+        self.out_prefix, self.proc = out_prefix, None
+
+    def attach(self, pid):
+        if self.proc is None:
+            self.proc = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "999", "-p", str(pid), "-o",
+                                          self.out_prefix + ".data"], stdout=subprocess.DEVNULL)
+
+    def finish(self):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait()
+        with open(self.out_prefix + ".txt", "w") as out:
+            subprocess.run(["perf", "report", "-i", self.out_prefix + ".data", "--stdio", "--no-children",
+                            "-g", "none", "--percent-limit", "0.5", "--sort", "symbol"],
+                           stdout=out, stderr=subprocess.DEVNULL)
+        log("profile of the audit worker: %s.txt" % self.out_prefix)
+
+
 class Harness:
     def __init__(self, args):
         self.args = args
@@ -518,6 +543,9 @@ class Harness:
         sampler.start()
         t0 = time.monotonic()
         consumer = self.start_consumer(c, "%s_%d" % (name, run), slot, end)
+        profiler = None
+        if self.args.perf and c == "d" and run == 1:
+            profiler = Profiler(os.path.join(self.args.out_dir, "perf-%s" % name))
         deadline = t0 + self.cfg["timeout"]
         ws_pid = None
         try:
@@ -530,6 +558,8 @@ class Harness:
                 pid = consumer.pid()
                 if pid:
                     sampler.watch("consumer", pid)
+                    if profiler:
+                        profiler.attach(pid)
                 t1 = consumer.done(end)
                 if t1:
                     break
@@ -539,6 +569,8 @@ class Harness:
                 time.sleep(POLL)
         finally:
             sampler.stop()
+            if profiler:
+                profiler.finish()
             extra = consumer.finish(sampler)
         seconds = t1 - t0
         rows = self.current_rows
@@ -671,6 +703,7 @@ def main():
     p.add_argument("--only", help="comma-separated workloads to run (W1-1txn,W1-1000,W1-1row,W2,W3,W4,lag)")
     p.add_argument("--consumers", default="a,b,c,d", help="comma-separated consumers among a,b,c,d")
     p.add_argument("--audit-options", default="{}", help="options of the logical_audit subscription (jsonb)")
+    p.add_argument("--perf", action="store_true", help="profile the audit worker with perf (perf-<workload>.txt)")
     args = p.parse_args()
     h = Harness(args)
     started = time.time()
