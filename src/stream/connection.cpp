@@ -1,10 +1,10 @@
 // The replication connection to an upstream walsender over libpq, driven without blocking.
 //
-// libpq runs in non-blocking mode and every wait is a WaitLatchOrSocket on the connection's socket
-// and the process latch, so interrupts (stop, reload, cancel, statement_timeout) and postmaster
-// death are served while the upstream is slow. Replication commands are built with names quoted
-// as identifiers and values as literals the replication grammar understands; SQL queries use the
-// server's own quoting. Nothing here holds an object with a destructor.
+// libpq runs in non-blocking mode and every wait is on the connection's socket and the process latch
+// (the receive loop's through a wait event set kept for the connection), so interrupts (stop, reload, cancel,
+// statement_timeout) and postmaster death are served while the upstream is slow. Replication commands are built with
+// names quoted as identifiers and values as literals the replication grammar understands; SQL queries use the server's
+// own quoting. Nothing here holds an object with a destructor.
 #include "stream/connection.hpp"
 
 #include "pg.hpp"
@@ -38,6 +38,40 @@ char *connection_error(PGconn *conn) {
 [[noreturn]] void connection_failed(PGconn *conn, const char *what) {
 	ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("%s", what), errdetail("%s", connection_error(conn))));
 	pg_unreachable();
+}
+
+// The wait of the receive loop, made once per connection: building a wait event set costs an epoll
+// descriptor and three system calls, which a wait per burst of messages would pay each time.
+WaitEventSet *receive_wait_set = nullptr;
+PGconn *receive_wait_conn = nullptr;
+
+// Forgets the receive loop's wait event set, closing its epoll descriptor.
+void free_receive_wait() {
+	if (receive_wait_set != nullptr)
+		FreeWaitEventSet(receive_wait_set);
+	receive_wait_set = nullptr;
+	receive_wait_conn = nullptr;
+}
+
+// The receive loop's wait event set for this connection: latch, postmaster death, readable socket.
+WaitEventSet *receive_wait(PGconn *conn) {
+	if (receive_wait_conn == conn && receive_wait_set != nullptr)
+		return receive_wait_set;
+	pgsocket socket = PQsocket(conn);
+	if (socket == PGINVALID_SOCKET)
+		connection_failed(conn, "lost the connection to the upstream server");
+	free_receive_wait();
+#if PG_VERSION_NUM >= 170000
+	WaitEventSet *set = CreateWaitEventSet(nullptr, 3);
+#else
+	WaitEventSet *set = CreateWaitEventSet(TopMemoryContext, 3);
+#endif
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, nullptr);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, nullptr, nullptr);
+	AddWaitEventToSet(set, WL_SOCKET_READABLE, socket, nullptr, nullptr);
+	receive_wait_set = set;
+	receive_wait_conn = conn;
+	return set;
 }
 
 // Waits for the socket events asked for, the latch or the timeout (-1: none); serves interrupts.
@@ -368,8 +402,11 @@ PGconn *connect(const char *conninfo, const char *application_name, bool replica
 }
 
 void disconnect(PGconn *conn) {
-	if (conn != nullptr)
-		PQfinish(conn);
+	if (conn == nullptr)
+		return;
+	if (conn == receive_wait_conn)
+		free_receive_wait();
+	PQfinish(conn);
 }
 
 PGresult *exec(PGconn *conn, const char *command, ExecStatusType expected) {
@@ -509,7 +546,14 @@ void send(PGconn *conn, const char *data, int size) {
 }
 
 int wait(PGconn *conn, long timeout_ms) {
-	return wait_socket(conn, WL_SOCKET_READABLE, timeout_ms);
+	WaitEvent event;
+	if (WaitEventSetWait(receive_wait(conn), timeout_ms, &event, 1, PG_WAIT_EXTENSION) == 0)
+		return WL_TIMEOUT;
+	if (event.events & WL_LATCH_SET) {
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return event.events;
 }
 
 } // namespace logical_audit::stream

@@ -1,6 +1,6 @@
 // The replication connection to an upstream walsender over libpq, driven without blocking.
 //
-// Every wait goes through WaitLatchOrSocket with WL_EXIT_ON_PM_DEATH and CHECK_FOR_INTERRUPTS, so
+// Every wait watches the latch and postmaster death (WL_EXIT_ON_PM_DEATH) and serves interrupts, so
 // a stop request (SIGTERM), a reload (SIGHUP) or a cancel is served while waiting on the network.
 // Failures raise ERROR (ERRCODE_CONNECTION_FAILURE for a lost or refused upstream, the upstream's
 // own SQLSTATE for a refused command); no message ever contains the conninfo or its password.
@@ -83,8 +83,9 @@ int receive(PGconn *conn, char **buffer);
 // Sends one CopyData message and flushes it, waiting on the socket (with interrupts) if needed.
 void send(PGconn *conn, const char *data, int size);
 
-// Waits until the socket is readable, the latch is set, or timeout_ms passes; returns the
-// WaitLatchOrSocket events. Resets the latch and serves interrupts.
+// Waits until the socket is readable, the latch is set, or timeout_ms passes; returns the events
+// that ended the wait (WL_TIMEOUT when none). Resets the latch and serves interrupts. The wait event
+// set it uses lives until disconnect().
 int wait(PGconn *conn, long timeout_ms);
 
 } // namespace logical_audit::stream
