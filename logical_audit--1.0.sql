@@ -63,11 +63,35 @@ CREATE TABLE logical_audit.change (
 	PRIMARY KEY (subscription, commit_lsn, ordinal)
 );
 
+-- jsonb's own order, computed without jsonb's iterators for the usual row key (an object of
+-- scalars): the row_key index below compares a dozen keys for every change row the worker inserts.
+CREATE FUNCTION logical_audit.row_key_cmp(jsonb, jsonb) RETURNS integer
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'logical_audit_row_key_cmp';
+
+-- "Sorts before" in that order, so that a query can ask for the index's order (ORDER BY row_key
+-- USING OPERATOR(logical_audit.~<~)): ORDER BY row_key alone means jsonb's default operator class.
+CREATE FUNCTION logical_audit.row_key_lt(jsonb, jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN logical_audit.row_key_cmp($1, $2) < 0;
+
+CREATE OPERATOR logical_audit.~<~ (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = logical_audit.row_key_lt);
+
+-- The other operators are jsonb's own, so that row_key = ... can use the index.
+CREATE OPERATOR CLASS logical_audit.row_key_ops FOR TYPE jsonb USING btree AS
+	OPERATOR 1 logical_audit.~<~ (jsonb, jsonb),
+	OPERATOR 2 pg_catalog.<= (jsonb, jsonb),
+	OPERATOR 3 pg_catalog.= (jsonb, jsonb),
+	OPERATOR 4 pg_catalog.>= (jsonb, jsonb),
+	OPERATOR 5 pg_catalog.> (jsonb, jsonb),
+	FUNCTION 1 logical_audit.row_key_cmp(jsonb, jsonb);
+
 -- Each row's changes in upstream order, found by its key: the worker reads the latest one (a
 -- backward scan stops at it) for changed_columns and unchanged TOAST values, and history() and
 -- row_as_of() read them all, with the table's TRUNCATE rows (row_key NULL). Rows without a key
 -- stay out: every insert of the worker pays for this index.
-CREATE INDEX change_row_key ON logical_audit.change (subscription, schema_name, table_name, row_key, commit_lsn, ordinal)
+CREATE INDEX change_row_key ON logical_audit.change
+	(subscription, schema_name, table_name, row_key logical_audit.row_key_ops, commit_lsn, ordinal)
 	WHERE row_key IS NOT NULL OR op = 'TRUNCATE';
 
 -- The updates that changed a row's key, by the old key: they end the old key's timeline. Few rows
@@ -139,7 +163,7 @@ BEGIN
 		keyed := (SELECT c.row_key FROM logical_audit.change c
 		          WHERE c.subscription = sub AND c.schema_name = row_timeline.schema_name
 		            AND c.table_name = row_timeline.table_name AND c.row_key IS NOT NULL
-		          ORDER BY c.row_key LIMIT 1) IS NOT NULL;
+		          ORDER BY c.row_key USING OPERATOR(logical_audit.~<~) LIMIT 1) IS NOT NULL;
 		RETURN QUERY
 		WITH own AS (
 			SELECT c FROM logical_audit.change c

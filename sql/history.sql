@@ -166,6 +166,31 @@ SELECT count(*) FROM logical_audit.history('public', 'item', '{"id": 1}');
 SELECT logical_audit.row_as_of('public', 'item', '{"id": 8}', at(14), 'crm');
 RESET ROLE;
 
+-- The row_key index orders keys with its own comparison: it must agree with jsonb's order on
+-- every pair of values (objects of scalars take its fast path, anything else jsonb's own).
+CREATE TEMP TABLE sample_keys AS
+SELECT j::jsonb FROM unnest(ARRAY['{"id": 1}', '{"id": 2}', '{"id": 10}', '{"id": 1.0}', '{"id": -1}',
+	'{"id": 1e30}', '{"id": "a"}', '{"id": "b"}', '{"id": "B"}', '{"id": "ab"}', '{"id": ""}', '{"id": null}',
+	'{"id": true}', '{"id": false}', '{"a": 1, "b": 2}', '{"a": 1, "b": 3}', '{"a": 2, "b": 1}',
+	'{"a": "x", "b": null}', '{"a": "x", "b": 1}', '{"aa": 1}', '{"b": 1}', '{}', '{"id": [1]}',
+	'{"id": {"x": 1}}', '{"a": 1, "b": [2]}', '[1]', '1', '"x"', 'null']) j;
+SELECT count(*) AS pairs,
+       count(*) FILTER (WHERE sign(logical_audit.row_key_cmp(a.j, b.j)) <> sign(CASE WHEN a.j < b.j THEN -1
+                                                                              WHEN a.j > b.j THEN 1 ELSE 0 END)
+                           OR (a.j OPERATOR(logical_audit.~<~) b.j) <> (a.j < b.j)) AS disagreements
+FROM sample_keys a, sample_keys b;
+DROP TABLE sample_keys;
+-- jsonb's = finds a row by its key through the index, and the index answers in its own order.
+SET enable_seqscan = off;
+SET enable_bitmapscan = off;
+EXPLAIN (COSTS OFF) SELECT * FROM logical_audit.change c
+WHERE c.subscription = 'crm' AND c.schema_name = 'public' AND c.table_name = 'item' AND c.row_key = '{"id": 1}';
+EXPLAIN (COSTS OFF) SELECT c.row_key FROM logical_audit.change c
+WHERE c.subscription = 'crm' AND c.schema_name = 'public' AND c.table_name = 'item' AND c.row_key IS NOT NULL
+ORDER BY c.row_key USING OPERATOR(logical_audit.~<~) LIMIT 1;
+RESET enable_seqscan;
+RESET enable_bitmapscan;
+
 DROP EXTENSION logical_audit;
 DROP ROLE regress_la_auditor;
 DROP FUNCTION lsn(integer), at(integer);
