@@ -62,11 +62,14 @@ const char *const kChangeNames[] = {"subscription",    "commit_lsn",      "ordin
                                     "schema_name",     "table_name",      "old_row", "new_row",
                                     "unchanged_toast", "changed_columns", "row_key"};
 
-// The index writer_latest_image reads, and its columns in order (the first four are its search key).
+// The index writer_latest_image reads, and its columns in order: a search gives all but the
+// order columns (commit_lsn, ordinal); subscription, rarely a discriminator, comes last, where
+// the index filters on it without comparing it on every insert.
 constexpr const char *kRowKeyIndex = "change_row_key";
-const ChangeColumn kRowKeyIndexColumns[] = {kChangeSubscription, kChangeSchemaName, kChangeTableName,
-                                            kChangeRowKey,       kChangeCommitLsn,  kChangeOrdinal};
-constexpr int kRowKeySearchColumns = 4;
+const ChangeColumn kRowKeyIndexColumns[] = {kChangeSchemaName, kChangeTableName, kChangeRowKey,
+                                            kChangeCommitLsn,  kChangeOrdinal,   kChangeSubscription};
+const int kRowKeySearchAttnos[] = {1, 2, 3, 6};
+constexpr int kRowKeySearchColumns = lengthof(kRowKeySearchAttnos);
 
 // Buckets of the hash of buffered change rows: a power of two, twice the rows a batch holds.
 constexpr int kKeyBuckets = 2048;
@@ -642,7 +645,7 @@ Relation row_key_index(const Target *t) {
 	ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
 	                errmsg("audit table %s.change has no valid index %s", kSchema, kRowKeyIndex),
 	                errdetail("The audit worker reads each row's latest change through a btree index on "
-	                          "(subscription, schema_name, table_name, row_key, commit_lsn, ordinal)."),
+	                          "(schema_name, table_name, row_key, commit_lsn, ordinal, subscription)."),
 	                errhint("Reinstall or update the logical_audit extension.")));
 	return nullptr; // not reached
 }
@@ -671,13 +674,15 @@ TupleTableSlot *read_slot(Target *t) {
 // this local transaction included); false when there is none.
 bool indexed_change(Writer *w, Target *t, const AuditRelation *relation, Datum row_key, TupleTableSlot *slot) {
 	IndexScanDesc scan = key_scan(w, t);
-	const Datum values[kRowKeySearchColumns] = {w->subscription, relation->nspname_text, relation->relname_text,
-	                                            row_key};
-	const RegProcedure equals[kRowKeySearchColumns] = {F_TEXTEQ, F_TEXTEQ, F_TEXTEQ, F_JSONB_EQ};
+	const Datum values[kRowKeySearchColumns] = {relation->nspname_text, relation->relname_text, row_key,
+	                                            w->subscription};
+	const RegProcedure equals[kRowKeySearchColumns] = {F_TEXTEQ, F_TEXTEQ, F_JSONB_EQ, F_TEXTEQ};
 	ScanKeyData keys[kRowKeySearchColumns];
-	for (int i = 0; i < kRowKeySearchColumns; i++)
-		ScanKeyEntryInitialize(&keys[i], 0, i + 1, BTEqualStrategyNumber, InvalidOid,
-		                       scan->indexRelation->rd_indcollation[i], equals[i], values[i]);
+	for (int i = 0; i < kRowKeySearchColumns; i++) {
+		int attno = kRowKeySearchAttnos[i];
+		ScanKeyEntryInitialize(&keys[i], 0, attno, BTEqualStrategyNumber, InvalidOid,
+		                       scan->indexRelation->rd_indcollation[attno - 1], equals[i], values[i]);
+	}
 	index_rescan(scan, keys, kRowKeySearchColumns, nullptr, 0);
 	// Entries of one key are ordered by (commit_lsn, ordinal): the first one backwards is the newest.
 	return index_getnext_slot(scan, BackwardScanDirection, slot);
