@@ -40,8 +40,10 @@ constexpr int kGroupMs = 200;
 // Local commits whose flush is awaited, at most; a newer one then takes the place of the last.
 constexpr int kMaxPending = 256;
 
-// While local commits await their flush, the session looks at the flush position this often.
-constexpr long kFlushPollMs = 50;
+// How long the upstream must stay silent before the session flushes its last commits itself: in
+// a busy stream the WAL writer flushes them (as for PostgreSQL's apply worker), where a flush at
+// each pause between two messages would cost the worker a WAL write and an fdatasync every time.
+constexpr long kIdleFlushMs = 10;
 
 // A local commit and the upstream position that is durable once the local WAL is flushed past it.
 struct PendingFlush {
@@ -687,20 +689,18 @@ void run_session(WorkerContext &w) {
 		Drained drained = drain(w);
 		if (drained == Drained::Ended)
 			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("the upstream ended the replication stream")));
-		// Nothing more ready: commit what the local transaction holds rather than wait with it, and
-		// make the commits durable now rather than when the WAL writer gets to them.
-		if (drained == Drained::Empty && !audit::writer_in_transaction(w.writer)) {
+		// Nothing more ready: commit what the local transaction holds rather than wait with it.
+		if (drained == Drained::Empty && !audit::writer_in_transaction(w.writer))
 			commit_group(w);
-			flush_pending();
-		}
 		if (advance_flushed(w))
 			publish_status(w, 0);
 		long wait_ms = keep_alive();
 		if (session.npending > 0)
-			wait_ms = Min(wait_ms, kFlushPollMs);
-		// libpq may hold more messages than the socket shows: wait only when it had none left.
-		if (drained == Drained::Empty)
-			stream::wait(session.conn, wait_ms);
+			wait_ms = Min(wait_ms, kIdleFlushMs);
+		// libpq may hold more messages than the socket shows: wait only when it had none left. An
+		// upstream silent for that long finds the commits made durable now, not by the WAL writer.
+		if (drained == Drained::Empty && stream::wait(session.conn, wait_ms) == WL_TIMEOUT)
+			flush_pending();
 		reload_config();
 	}
 }
