@@ -396,9 +396,24 @@ class Harness:
         self.up.run("CREATE PUBLICATION %s FOR ALL TABLES" % PUBLICATION)
         self.audit.run("CREATE EXTENSION logical_audit")
         self.audit.run("CREATE EXTENSION pg_walinspect")
+        self.warm_shared_buffers()
         self.lag_script = os.path.join(self.logdir, "lag_probe.pgbench")
         with open(self.lag_script, "w") as f:
             f.write(LAG_SCRIPT)
+
+    def warm_shared_buffers(self):
+        """Has the downstream touch each of its shared buffers once (a table of one row per page, read
+        into the buffers, then dropped), as a server that has run for a while has: the kernel's first
+        touch of shared memory would otherwise fall on whichever consumer first needs more buffers
+        than those before it."""
+        d = self.audit
+        pages = d.one("SELECT setting::bigint FROM pg_settings WHERE name = 'shared_buffers'")
+        d.run("CREATE EXTENSION pg_prewarm")
+        d.run("CREATE UNLOGGED TABLE bench_warm (filler text) WITH (fillfactor = 10)")
+        d.run("INSERT INTO bench_warm SELECT repeat('x', 800) FROM generate_series(1, %s)", (pages,))
+        d.run("SELECT pg_prewarm('bench_warm', 'buffer')")
+        d.run("DROP TABLE bench_warm")
+        d.run("DROP EXTENSION pg_prewarm")
 
     # ---- workloads ---------------------------------------------------------------------------
     def workloads(self):

@@ -108,7 +108,10 @@ start_cluster upstream "$UP_PORT" "wal_level = logical" "max_replication_slots =
 	"wal_sender_timeout = 5min"
 # wal_retrieve_retry_interval: PostgreSQL's launcher starts at most one apply worker per interval
 # (5 s by default), which would add seconds to a subscription created soon after the previous one.
-start_cluster downstream "$DOWN_PORT" "shared_preload_libraries = 'logical_audit'" \
+# wal_init_zero: a fresh cluster would zero-fill a new 16 MB WAL segment for each 16 MB written,
+# where a server in its steady state recycles old ones; that cost would fall on whichever consumer
+# writes the most WAL.
+start_cluster downstream "$DOWN_PORT" "shared_preload_libraries = 'logical_audit'" "wal_init_zero = off" \
 	"max_logical_replication_workers = 8" "wal_retrieve_retry_interval = 100ms"
 
 mkdir -p "$OUT_DIR"
