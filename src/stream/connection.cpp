@@ -1,10 +1,11 @@
 // The replication connection to an upstream walsender over libpq, driven without blocking.
 //
-// libpq runs in non-blocking mode and every wait is on the connection's socket and the process latch
-// (the receive loop's through a wait event set kept for the connection), so interrupts (stop, reload, cancel,
-// statement_timeout) and postmaster death are served while the upstream is slow. Replication commands are built with
-// names quoted as identifiers and values as literals the replication grammar understands; SQL queries use the server's
-// own quoting. Nothing here holds an object with a destructor.
+// libpq runs in non-blocking mode and every wait is on the connection's socket and the process
+// latch (the receive loop's through a wait event set kept for the connection), so interrupts
+// (stop, reload, cancel, statement_timeout) and postmaster death are served while the upstream is
+// slow. Replication commands are built with names quoted as identifiers and values as literals the
+// replication grammar understands; SQL queries use the server's own quoting. Nothing here holds an
+// object with a destructor.
 #include "stream/connection.hpp"
 
 #include "pg.hpp"
