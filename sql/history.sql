@@ -173,7 +173,10 @@ SELECT j::jsonb FROM unnest(ARRAY['{"id": 1}', '{"id": 2}', '{"id": 10}', '{"id"
 	'{"id": 1e30}', '{"id": "a"}', '{"id": "b"}', '{"id": "B"}', '{"id": "ab"}', '{"id": ""}', '{"id": null}',
 	'{"id": true}', '{"id": false}', '{"a": 1, "b": 2}', '{"a": 1, "b": 3}', '{"a": 2, "b": 1}',
 	'{"a": "x", "b": null}', '{"a": "x", "b": 1}', '{"aa": 1}', '{"b": 1}', '{}', '{"id": [1]}',
-	'{"id": {"x": 1}}', '{"a": 1, "b": [2]}', '[1]', '1', '"x"', 'null']) j;
+	'{"id": {"x": 1}}', '{"a": 1, "b": [2]}', '[1]', '1', '"x"', 'null',
+	-- keys longer than the comparison's buffer, one of them compressed when stored
+	jsonb_build_object('id', repeat('x', 300))::text, jsonb_build_object('id', repeat('x', 299) || 'y')::text,
+	jsonb_build_object('id', repeat('ab', 3000))::text]) j;
 SELECT count(*) AS pairs,
        count(*) FILTER (WHERE sign(logical_audit.row_key_cmp(a.j, b.j)) <> sign(CASE WHEN a.j < b.j THEN -1
                                                                               WHEN a.j > b.j THEN 1 ELSE 0 END)

@@ -86,15 +86,42 @@ int row_key_order(Jsonb *a, Jsonb *b) {
 	return 0;
 }
 
+// Room for a short key, with the 4-byte alignment jsonb's reader needs.
+union KeyBuffer {
+	char data[256];
+	int32 align;
+};
+
+// The jsonb a datum holds, with a 4-byte header: a short one (as index tuples hold them) copied
+// into buffer rather than into palloc'd memory as detoasting would, the rest detoasted.
+Jsonb *jsonb_of(Datum datum, KeyBuffer *buffer) {
+	struct varlena *value = reinterpret_cast<struct varlena *>(DatumGetPointer(datum));
+	if (!VARATT_IS_SHORT(value) || VARSIZE_SHORT(value) - VARHDRSZ_SHORT + VARHDRSZ > sizeof buffer->data)
+		return DatumGetJsonbP(datum);
+	Size size = VARSIZE_SHORT(value) - VARHDRSZ_SHORT;
+	SET_VARSIZE(buffer->data, size + VARHDRSZ);
+	memcpy(VARDATA(buffer->data), VARDATA_SHORT(value), size);
+	return reinterpret_cast<Jsonb *>(buffer->data);
+}
+
+// Frees what jsonb_of detoasted into palloc'd memory.
+void release(Jsonb *jsonb, Datum datum, const KeyBuffer *buffer) {
+	const char *copy = reinterpret_cast<const char *>(jsonb);
+	if (copy != DatumGetPointer(datum) && copy != buffer->data)
+		pfree(jsonb);
+}
+
 } // namespace
 
 } // namespace logical_audit::sql
 
 extern "C" Datum logical_audit_row_key_cmp(PG_FUNCTION_ARGS) {
-	Jsonb *a = PG_GETARG_JSONB_P(0);
-	Jsonb *b = PG_GETARG_JSONB_P(1);
-	int order = logical_audit::sql::row_key_order(a, b);
-	PG_FREE_IF_COPY(a, 0);
-	PG_FREE_IF_COPY(b, 1);
+	using namespace logical_audit::sql;
+	KeyBuffer a_buffer, b_buffer;
+	Jsonb *a = jsonb_of(PG_GETARG_DATUM(0), &a_buffer);
+	Jsonb *b = jsonb_of(PG_GETARG_DATUM(1), &b_buffer);
+	int order = row_key_order(a, b);
+	release(a, PG_GETARG_DATUM(0), &a_buffer);
+	release(b, PG_GETARG_DATUM(1), &b_buffer);
 	PG_RETURN_INT32(order);
 }
