@@ -33,6 +33,17 @@ sub wait_for_spool_file
 	return;
 }
 
+# Opens upstream a transaction inserting ids from..to, left open until its changes are streamed.
+sub open_streamed_insert
+{
+	my ($from, $to, $what) = @_;
+	my $session = $up->background_psql('postgres');
+	$session->query_safe('BEGIN');
+	$session->query_safe("INSERT INTO t SELECT generate_series($from, $to)");
+	wait_for_spool_file($what);
+	return $session;
+}
+
 # The audited inserted ids in a range, in audit order, and the upstream's ids in that range.
 sub audited_ids
 {
@@ -83,10 +94,7 @@ is( $down->safe_psql('postgres', q{
 is(spool_files(), 0, 'the spool file is removed after the commit');
 
 # 2. An aborted streamed transaction audits nothing.
-$big = $up->background_psql('postgres');
-$big->query_safe('BEGIN');
-$big->query_safe('INSERT INTO t SELECT generate_series(20001, 26000)');
-wait_for_spool_file('the transaction that will abort is streamed');
+$big = open_streamed_insert(20001, 26000, 'the transaction that will abort is streamed');
 $big->query_safe('ROLLBACK');
 $big->quit;
 $up->safe_psql('postgres', 'INSERT INTO t VALUES (-2)');
@@ -95,10 +103,7 @@ is(audited_ids(20001, 26000), '0 ', 'an aborted streamed transaction audits noth
 is(spool_files(), 0, 'its spool file is removed at the abort');
 
 # 3. kill -9 of the downstream while a transaction is being streamed.
-$big = $up->background_psql('postgres');
-$big->query_safe('BEGIN');
-$big->query_safe('INSERT INTO t SELECT generate_series(30001, 36000)');
-wait_for_spool_file('the transaction is being streamed when the downstream dies');
+$big = open_streamed_insert(30001, 36000, 'the transaction is being streamed when the downstream dies');
 kill_downstream($down, 'sub');
 wait_for_state($down, 'sub', 'streaming');
 $big->query_safe('INSERT INTO t SELECT generate_series(36001, 40000)');

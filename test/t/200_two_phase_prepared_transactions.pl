@@ -20,6 +20,21 @@ $up->safe_psql('postgres', q{
 create_subscription($down, 'sub', $up, options => '{"two_phase": true}');
 my $spool_dir = $down->data_dir . '/pg_logical_audit';
 
+# Runs SQL upstream and waits until the downstream has audited up to there.
+sub upstream_step
+{
+	my ($sql) = @_;
+	$up->safe_psql('postgres', $sql);
+	wait_for_audit_catchup($up, $down, 'sub');
+}
+
+# Prepares upstream a transaction inserting ids from..to, and waits until its PREPARE is received.
+sub prepare_ids
+{
+	my ($from, $to, $gid) = @_;
+	upstream_step("BEGIN; INSERT INTO t SELECT generate_series($from, $to); PREPARE TRANSACTION '$gid';");
+}
+
 # The number of prepared transactions' spool files on the downstream.
 sub prepared_files
 {
@@ -43,14 +58,10 @@ is($up->safe_psql('postgres', q{SELECT two_phase FROM pg_replication_slots WHERE
 	't', 'the slot decodes prepared transactions');
 
 # 1. PREPARE, then COMMIT PREPARED.
-$up->safe_psql('postgres', q{
-	BEGIN; INSERT INTO t SELECT generate_series(1, 3); PREPARE TRANSACTION 'g1';
-});
-wait_for_audit_catchup($up, $down, 'sub');
+prepare_ids(1, 3, 'g1');
 is(prepared_files(), 1, 'the prepared transaction is spooled once its PREPARE arrives');
 is(audited(1, 3), '0 - - -', 'nothing is audited at PREPARE');
-$up->safe_psql('postgres', q{COMMIT PREPARED 'g1'});
-wait_for_audit_catchup($up, $down, 'sub');
+upstream_step(q{COMMIT PREPARED 'g1'});
 is(audited(1, 3), '3 g1 true 3', 'COMMIT PREPARED audits the transaction with its gid and prepare time');
 is(prepared_files(), 0, 'the spool file goes after COMMIT PREPARED');
 is( $down->safe_psql('postgres', q{
@@ -58,12 +69,8 @@ is( $down->safe_psql('postgres', q{
 	't', 'the commit time is that of COMMIT PREPARED, after the prepare time');
 
 # 2. PREPARE, then ROLLBACK PREPARED.
-$up->safe_psql('postgres', q{
-	BEGIN; INSERT INTO t SELECT generate_series(10, 12); PREPARE TRANSACTION 'g2';
-});
-wait_for_audit_catchup($up, $down, 'sub');
-$up->safe_psql('postgres', q{ROLLBACK PREPARED 'g2'});
-wait_for_audit_catchup($up, $down, 'sub');
+prepare_ids(10, 12, 'g2');
+upstream_step(q{ROLLBACK PREPARED 'g2'});
 is(audited(10, 12), '0 - - -', 'a rolled-back prepared transaction audits no change');
 is( $down->safe_psql('postgres', q{
 		SELECT rolled_back::text || ' ' || change_count || ' ' || (prepare_time IS NOT NULL)::text
@@ -72,24 +79,16 @@ is( $down->safe_psql('postgres', q{
 is(prepared_files(), 0, 'its spool file goes at ROLLBACK PREPARED');
 
 # 3. kill -9 of the downstream between PREPARE and COMMIT PREPARED.
-$up->safe_psql('postgres', q{
-	BEGIN; INSERT INTO t SELECT generate_series(20, 22); PREPARE TRANSACTION 'g3';
-});
-wait_for_audit_catchup($up, $down, 'sub');
+prepare_ids(20, 22, 'g3');
 kill_downstream($down, 'sub');
 wait_for_state($down, 'sub', 'streaming');
 is(prepared_files(), 1, 'the prepared transaction survives the crash in its spool file');
-$up->safe_psql('postgres', q{COMMIT PREPARED 'g3'});
-wait_for_audit_catchup($up, $down, 'sub');
+upstream_step(q{COMMIT PREPARED 'g3'});
 is(audited(20, 22), '3 g3 true 3', 'committed after the crash, it is audited exactly once');
 
 # 4. A prepared transaction large enough to be streamed (Stream Prepare).
-$up->safe_psql('postgres', q{
-	BEGIN; INSERT INTO t SELECT generate_series(1001, 6000); PREPARE TRANSACTION 'g4';
-});
-wait_for_audit_catchup($up, $down, 'sub');
-$up->safe_psql('postgres', q{COMMIT PREPARED 'g4'});
-wait_for_audit_catchup($up, $down, 'sub');
+prepare_ids(1001, 6000, 'g4');
+upstream_step(q{COMMIT PREPARED 'g4'});
 is(audited(1001, 6000), '5000 g4 true 5000', 'a streamed prepared transaction is audited whole at COMMIT PREPARED');
 is( $up->safe_psql('postgres', q{SELECT stream_txns > 0 FROM pg_stat_replication_slots WHERE slot_name = 'logical_audit_sub'}),
 	't', 'the upstream streamed it');
@@ -99,10 +98,7 @@ is( $down->safe_psql('postgres', q{
 	'5006 5006', 'every change is audited once');
 
 # 5. Dropping the subscription removes the spool file of a transaction still prepared.
-$up->safe_psql('postgres', q{
-	BEGIN; INSERT INTO t VALUES (7000); PREPARE TRANSACTION 'g5';
-});
-wait_for_audit_catchup($up, $down, 'sub');
+prepare_ids(7000, 7000, 'g5');
 is(prepared_files(), 1, 'a prepared transaction awaits its commit when the subscription is dropped');
 $down->safe_psql('postgres', q{SELECT logical_audit.drop_subscription('sub')});
 is(prepared_files(), 0, 'drop_subscription removes its spool files');
