@@ -138,7 +138,8 @@ struct Target {
 	EState *estate;          // for index insertion and constraint checks
 	ResultRelInfo *rri;      // the relation with its open indexes
 	BulkInsertState bistate; // only once a full batch was written
-	IndexScanDesc key_scan;  // the change table's latest-image lookups, once one needed it
+	IndexScanDesc key_scan;  // the change table's latest-image lookups, once one needed it; owned by
+	                         // txn_context, and every call on it runs there (see indexed_change)
 	MemoryContext batch;     // the buffered rows' values
 	int nbuffered;           // rows waiting in the slots
 	Size buffered_bytes;
@@ -683,9 +684,16 @@ bool indexed_change(Writer *w, Target *t, const AuditRelation *relation, Datum r
 		ScanKeyEntryInitialize(&keys[i], 0, attno, BTEqualStrategyNumber, InvalidOid,
 		                       scan->indexRelation->rd_indcollation[attno - 1], equals[i], values[i]);
 	}
+	// The scan lives in txn_context, and nbtree allocates what it keeps between calls (the array
+	// of killed entries, made when a lookup meets the dead entries an aborted attempt left) in the
+	// context current at the call: run every call in the scan's own context, never in the
+	// per-message one that is reset under it.
+	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
 	index_rescan(scan, keys, kRowKeySearchColumns, nullptr, 0);
 	// Entries of one key are ordered by (commit_lsn, ordinal): the first one backwards is the newest.
-	return index_getnext_slot(scan, BackwardScanDirection, slot);
+	bool found = index_getnext_slot(scan, BackwardScanDirection, slot);
+	MemoryContextSwitchTo(caller);
+	return found;
 }
 
 // The image the newest change row in the table leaves of the row, copied out of the buffer page.
