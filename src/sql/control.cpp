@@ -118,6 +118,19 @@ char *required_text(FunctionCallInfo fcinfo, int argno, const char *what) {
 	return value;
 }
 
+// A subscription name: given, not empty, and at most as long as an identifier, for it names the
+// worker, the default slot and the upstream session (application_name), all limited to that.
+char *subscription_name(FunctionCallInfo fcinfo) {
+	char *name = required_text(fcinfo, 0, "subscription name");
+	size_t len = strlen(name);
+	if (len >= NAMEDATALEN)
+		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG),
+		                errmsg("subscription name \"%.*s...\" is too long", pg_mbcliplen(name, len, 20), name),
+		                errdetail("The name has %zu bytes; subscription names have at most %d, as identifiers do.",
+		                          len, NAMEDATALEN - 1)));
+	return name;
+}
+
 // A boolean argument that must be given.
 bool required_bool(FunctionCallInfo fcinfo, int argno, const char *what) {
 	require_argument(fcinfo, argno, what);
@@ -229,7 +242,7 @@ void check_snapshot_option(const NewSubscription &sub) {
 // Reads and checks the arguments of create_subscription.
 NewSubscription parse_arguments(FunctionCallInfo fcinfo) {
 	NewSubscription sub;
-	sub.name = required_text(fcinfo, 0, "subscription name");
+	sub.name = subscription_name(fcinfo);
 	sub.conninfo = required_text(fcinfo, 1, "conninfo");
 	require_argument(fcinfo, 2, "publications");
 	sub.publications = PG_GETARG_ARRAYTYPE_P(2);

@@ -347,8 +347,12 @@ PGconn *start_connection(const char *conninfo, const char *application_name, boo
 		keys[n] = "replication";
 		values[n++] = "database";
 	}
+	// The upstream keeps an identifier's length of it; a longer one would only swell the startup
+	// packet (a subscription named before names were limited).
+	char name[NAMEDATALEN];
+	strlcpy(name, application_name, pg_mbcliplen(application_name, strlen(application_name), NAMEDATALEN - 1) + 1);
 	keys[n] = "application_name";
-	values[n++] = application_name;
+	values[n++] = name;
 	keys[n] = "options";
 	values[n++] = kSessionOptions;
 	// Text values then arrive in the local encoding, as the audit stores them.
