@@ -516,10 +516,17 @@ void apply(WorkerContext &w, const po::Message &message) {
 	}
 }
 
+// Notes a WAL position the upstream sent. The upstream's end of WAL is never behind it: after a
+// reconnect the first messages may carry older positions (a transaction that began before the
+// audited position is sent from its first change), which must not make status show negative lag.
+void note_received(XLogRecPtr lsn) {
+	session.received = Max(session.received, lsn);
+	session.upstream = Max(session.upstream, session.received);
+}
+
 // Handles XLogData: decodes and applies the pgoutput message it carries.
 void handle_xlogdata(WorkerContext &w, const po::XLogData &x) {
-	session.received = Max(session.received, Max(x.wal_start, x.wal_end));
-	session.upstream = Max(session.upstream, x.wal_end);
+	note_received(Max(x.wal_start, x.wal_end));
 	position.lsn = x.wal_start;
 	position.relation = nullptr;
 	po::Message message;
@@ -541,8 +548,7 @@ void handle_xlogdata(WorkerContext &w, const po::XLogData &x) {
 // so its end of WAL is confirmed and an idle publication never holds WAL upstream.
 void handle_keepalive(WorkerContext &w, const po::Keepalive &k) {
 	session.last_receipt = GetCurrentTimestamp();
-	session.upstream = Max(session.upstream, k.wal_end);
-	session.received = Max(session.received, k.wal_end);
+	note_received(k.wal_end);
 	if (advance_flushed(w))
 		w.made_progress = true;
 	if (k.reply_requested)
@@ -653,7 +659,7 @@ void start(WorkerContext &w) {
 	options.binary = sub->binary;
 	stream::start_replication(session.conn, options);
 	session.decoder = po::Decoder(options.proto_version);
-	session.received = session.flushed = origin_lsn;
+	session.received = session.flushed = session.upstream = origin_lsn;
 	session.npending = 0;
 	session.preparing = po::kInvalidXid;
 	session.group_transactions = 0;
