@@ -61,6 +61,7 @@ struct Session {
 	XLogRecPtr upstream; // the upstream's end of WAL, from the latest message
 	TimestampTz last_receipt;
 	TimestampTz last_status;
+	XLogRecPtr reported; // the flushed position the latest status update carried
 	bool ping_sent;
 	po::Xid preparing;                 // the transaction between Begin Prepare and Prepare, or kInvalidXid
 	int64 changes;                     // changes of the open upstream transaction
@@ -110,6 +111,12 @@ void publish_status(WorkerContext &w, TimestampTz send_time) {
 	LWLockRelease(shared_lock());
 }
 
+// Milliseconds from now until a time, at least 0.
+long ms_until(TimestampTz when) {
+	TimestampTz now = GetCurrentTimestamp();
+	return when <= now ? 0 : static_cast<long>((when - now) / 1000);
+}
+
 // Sends a standby status update: written = received, flushed = applied = the durable position.
 void send_status(bool request_reply) {
 	uint8_t message[po::kStandbyStatusSize];
@@ -117,6 +124,22 @@ void send_status(bool request_reply) {
 	                          request_reply);
 	stream::send(session.conn, reinterpret_cast<const char *>(message), sizeof message);
 	session.last_status = GetCurrentTimestamp();
+	session.reported = session.flushed;
+}
+
+// How soon after a status update the next one may report a flushed position that moved.
+constexpr long kProgressReportMs = 100;
+
+// Reports a flushed position that moved since the last status update as soon as the rate limit
+// allows, as PostgreSQL's apply worker does, so the upstream releases WAL and its lag monitors
+// tell the truth; returns how long to wait before it can (-1: nothing to report).
+long report_progress() {
+	if (session.flushed <= session.reported)
+		return -1;
+	long wait_ms = ms_until(TimestampTzPlusMilliseconds(session.last_status, kProgressReportMs));
+	if (wait_ms == 0)
+		send_status(false);
+	return wait_ms == 0 ? -1 : wait_ms;
 }
 
 // When the next periodic status update is due (with wal_receiver_status_interval > 0).
@@ -600,16 +623,13 @@ Drained drain(WorkerContext &w) {
 	return drained;
 }
 
-// Milliseconds from now until a time, at least 0.
-long ms_until(TimestampTz when) {
-	TimestampTz now = GetCurrentTimestamp();
-	return when <= now ? 0 : static_cast<long>((when - now) / 1000);
-}
-
 // Sends the periodic status update and watches for a silent upstream; returns how long to wait.
 long keep_alive() {
 	TimestampTz now = GetCurrentTimestamp();
 	long wait_ms = 1000;
+	long progress_ms = report_progress();
+	if (progress_ms >= 0)
+		wait_ms = progress_ms;
 	if (wal_receiver_status_interval > 0) {
 		send_status_if_due();
 		wait_ms = Min(wait_ms, ms_until(status_due()));
@@ -659,7 +679,7 @@ void start(WorkerContext &w) {
 	options.binary = sub->binary;
 	stream::start_replication(session.conn, options);
 	session.decoder = po::Decoder(options.proto_version);
-	session.received = session.flushed = session.upstream = origin_lsn;
+	session.received = session.flushed = session.upstream = session.reported = origin_lsn;
 	session.npending = 0;
 	session.preparing = po::kInvalidXid;
 	session.group_transactions = 0;
