@@ -669,6 +669,58 @@ void relations_add(Relations *relations, const po::Relation &relation) {
 	entry->context = context;
 }
 
+namespace {
+
+// Appends a name and its terminating zero byte, as pgoutput sends names.
+void append_name(StringInfo out, const char *name) {
+	appendBinaryStringInfo(out, name, static_cast<int>(strlen(name)) + 1);
+}
+
+// A Type message announcing an upstream type, as pgoutput would send it outside a stream.
+void encode_type(StringInfo out, const TypeName &type) {
+	pq_sendbyte(out, 'Y');
+	pq_sendint32(out, type.type_id);
+	append_name(out, type.nspname);
+	append_name(out, type.typname);
+}
+
+// A Relation message announcing a relation as the audit knows it, as pgoutput would send it.
+void encode_relation(StringInfo out, const AuditRelation &relation) {
+	pq_sendbyte(out, 'R');
+	pq_sendint32(out, relation.relation_id);
+	append_name(out, relation.nspname);
+	append_name(out, relation.relname);
+	pq_sendbyte(out, relation.replica_identity);
+	pq_sendint16(out, relation.ncolumns);
+	for (int i = 0; i < relation.ncolumns; i++) {
+		const AuditColumn &column = relation.columns[i];
+		pq_sendbyte(out, column.key ? 1 : 0);
+		append_name(out, column.name);
+		pq_sendint32(out, column.upstream_type);
+		pq_sendint32(out, column.typmod);
+	}
+}
+
+} // namespace
+
+void relations_describe(const Relations *relations, const AuditRelation *relation, DescribeSink sink, void *arg) {
+	StringInfoData out;
+	initStringInfo(&out);
+	for (int i = 0; i < relation->ncolumns; i++) {
+		Oid type_id = relation->columns[i].upstream_type;
+		auto *type = static_cast<TypeName *>(hash_search(relations->types, &type_id, HASH_FIND, nullptr));
+		if (type == nullptr)
+			continue;
+		resetStringInfo(&out);
+		encode_type(&out, *type);
+		sink(arg, reinterpret_cast<const uint8_t *>(out.data), out.len);
+	}
+	resetStringInfo(&out);
+	encode_relation(&out, *relation);
+	sink(arg, reinterpret_cast<const uint8_t *>(out.data), out.len);
+	pfree(out.data);
+}
+
 const AuditRelation *relations_find(const Relations *relations, po::Oid relation_id) {
 	Oid key = relation_id;
 	auto *entry = static_cast<RelationEntry *>(hash_search(relations->relations, &key, HASH_FIND, nullptr));

@@ -81,6 +81,14 @@ void relations_add(Relations *relations, const pgoutput::Relation &relation);
 // The relation with that upstream id, or nullptr when no Relation message named it.
 const AuditRelation *relations_find(const Relations *relations, pgoutput::Oid relation_id);
 
+// Receives one message of a relation's description.
+using DescribeSink = void (*)(void *arg, const uint8_t *data, size_t size);
+
+// Describes a relation as pgoutput announced it, in messages as it sends them outside a stream: a
+// Type message for each column type the upstream described, then the Relation message. For a spool
+// file whose replay, in a later session, must know the relation.
+void relations_describe(const Relations *relations, const AuditRelation *relation, DescribeSink sink, void *arg);
+
 // The jsonb object to_jsonb(row) gives upstream for a tuple. Columns not sent (unchanged TOAST)
 // are left out and their names returned in *unchanged_toast as a text[] (isnull when none).
 // key_only keeps only the replica identity columns (an old tuple of kind 'K'). Errors name the

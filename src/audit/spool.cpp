@@ -38,6 +38,9 @@ struct StreamedTxn {
 	SubxactStart *subxacts; // in the order they first wrote
 	int nsubxacts;
 	int capacity;
+	Oid *described; // relations whose shape the file carries (see spool_describe)
+	int ndescribed;
+	int described_capacity;
 };
 
 } // namespace
@@ -165,7 +168,7 @@ StreamedTxn *add_txn(Spool *s, po::Xid xid) {
 		s->txns = static_cast<StreamedTxn *>(repalloc(s->txns, sizeof(StreamedTxn) * s->capacity));
 	}
 	StreamedTxn *t = &s->txns[s->ntxns++];
-	*t = {xid, nullptr, 0, 0};
+	*t = {xid, nullptr, 0, 0, nullptr, 0, 0};
 	return t;
 }
 
@@ -173,7 +176,19 @@ StreamedTxn *add_txn(Spool *s, po::Xid xid) {
 void forget_txn(Spool *s, StreamedTxn *t) {
 	if (t->subxacts != nullptr)
 		pfree(t->subxacts);
+	if (t->described != nullptr)
+		pfree(t->described);
 	*t = s->txns[--s->ntxns];
+}
+
+// An array in the spool's context with room for one more element than used.
+template <typename T>
+T *grown(Spool *s, T *array, int used, int *capacity) {
+	if (used < *capacity)
+		return array;
+	*capacity = Max(8, *capacity * 2);
+	size_t bytes = sizeof(T) * *capacity;
+	return static_cast<T *>(array == nullptr ? MemoryContextAlloc(s->context, bytes) : repalloc(array, bytes));
 }
 
 // Notes where a subtransaction writes first; its later messages need nothing.
@@ -183,14 +198,7 @@ void note_subxact(Spool *s, StreamedTxn *t, po::Xid xid) {
 	for (int i = 0; i < t->nsubxacts; i++)
 		if (t->subxacts[i].xid == xid)
 			return;
-	if (t->nsubxacts == t->capacity) {
-		t->capacity = Max(8, t->capacity * 2);
-		MemoryContext caller = MemoryContextSwitchTo(s->context);
-		t->subxacts = static_cast<SubxactStart *>(t->subxacts == nullptr
-		                                              ? palloc(sizeof(SubxactStart) * t->capacity)
-		                                              : repalloc(t->subxacts, sizeof(SubxactStart) * t->capacity));
-		MemoryContextSwitchTo(caller);
-	}
+	t->subxacts = grown(s, t->subxacts, t->nsubxacts, &t->capacity);
 	t->subxacts[t->nsubxacts++] = {xid, s->offset};
 }
 
@@ -253,7 +261,7 @@ void spool_open(Spool *s, po::Xid xid, bool first_segment) {
 	if (t == nullptr)
 		t = add_txn(s, xid);
 	if (first_segment)
-		t->nsubxacts = 0;
+		t->nsubxacts = t->ndescribed = 0;
 	char path[MAXPGPATH];
 	spool_path(s, xid, path);
 	s->fd = open_file(path, O_WRONLY | O_CREAT | (first_segment ? O_TRUNC : O_APPEND));
@@ -277,6 +285,17 @@ void spool_write(Spool *s, po::Xid xid, XLogRecPtr lsn, const uint8_t *data, siz
 	memcpy(header + sizeof size32, &lsn64, sizeof lsn64);
 	append(s, header, kHeaderSize);
 	append(s, data, size);
+}
+
+bool spool_describe(Spool *s, Oid relation_id) {
+	Assert(s->open != nullptr);
+	StreamedTxn *t = s->open;
+	for (int i = 0; i < t->ndescribed; i++)
+		if (t->described[i] == relation_id)
+			return false;
+	t->described = grown(s, t->described, t->ndescribed, &t->described_capacity);
+	t->described[t->ndescribed++] = relation_id;
+	return true;
 }
 
 void spool_close(Spool *s) {

@@ -36,6 +36,12 @@ void spool_open(Spool *spool, pgoutput::Xid xid, bool first_segment);
 // inside a stream block (and so carries its xid).
 void spool_write(Spool *spool, pgoutput::Xid xid, XLogRecPtr lsn, const uint8_t *data, size_t size, bool in_stream);
 
+// Notes that the open transaction's file carries the shape of a relation (its Relation message,
+// written by the caller); true the first time, when the caller must write it. A prepared
+// transaction's file describes every relation it touches: its COMMIT PREPARED may come in a later
+// session, which knows nothing of the relations announced before the PREPARE.
+bool spool_describe(Spool *spool, Oid relation_id);
+
 // Stops appending (Stream Stop): the buffered bytes reach the file.
 void spool_close(Spool *spool);
 

@@ -126,8 +126,8 @@ char *subscription_name(FunctionCallInfo fcinfo) {
 	if (len >= NAMEDATALEN)
 		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG),
 		                errmsg("subscription name \"%.*s...\" is too long", pg_mbcliplen(name, len, 20), name),
-		                errdetail("The name has %zu bytes; subscription names have at most %d, as identifiers do.",
-		                          len, NAMEDATALEN - 1)));
+		                errdetail("The name has %zu bytes; subscription names have at most %d, as identifiers do.", len,
+		                          NAMEDATALEN - 1)));
 	return name;
 }
 

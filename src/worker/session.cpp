@@ -478,16 +478,85 @@ po::Xid data_xid(const po::Message &message) {
 	    message);
 }
 
+// Learns a Relation or Type message now, in a local transaction of its own when none is open
+// (its types are looked up in the catalogs).
+void learn_now(WorkerContext &w, const po::Message &message) {
+	MemoryContext caller = CurrentMemoryContext;
+	bool own = !IsTransactionState();
+	if (own)
+		StartTransactionCommand();
+	MemoryContextSwitchTo(caller);
+	if (auto *m = std::get_if<po::Relation>(&message))
+		audit::relations_add(w.relations, *m);
+	else if (auto *m = std::get_if<po::Type>(&message))
+		audit::relations_add_type(w.relations, *m);
+	if (own)
+		CommitTransactionCommand();
+	MemoryContextSwitchTo(caller);
+}
+
+// Where the description of a relation goes: the file of the transaction being prepared.
+struct DescribeTarget {
+	audit::Spool *spool;
+	XLogRecPtr lsn;
+};
+
+// Appends one message of a relation's description to the prepared transaction's file.
+void spool_description(void *arg, const uint8_t *data, size_t size) {
+	auto *target = static_cast<DescribeTarget *>(arg);
+	audit::spool_write(target->spool, session.preparing, target->lsn, data, size, false);
+}
+
+// Writes the shape of a relation a change names into the prepared transaction's file, the first
+// time (an unknown relation is left to the replay, which reports it).
+void describe_relation(WorkerContext &w, po::Oid relation_id, XLogRecPtr lsn) {
+	const audit::AuditRelation *relation = audit::relations_find(w.relations, relation_id);
+	if (relation == nullptr || !audit::spool_describe(w.spool, relation_id))
+		return;
+	DescribeTarget target{w.spool, lsn};
+	audit::relations_describe(w.relations, relation, spool_description, &target);
+}
+
+// Whether a message type names one relation.
+template <typename T, typename = void>
+struct HasRelationId : std::false_type {};
+template <typename T>
+struct HasRelationId<T, std::void_t<decltype(T::relation_id)>> : std::true_type {};
+
+// Spools a message of a transaction being prepared. Its Relation and Type messages belong to the
+// session too (the upstream counts them as sent, whatever becomes of the transaction): they are
+// learnt now. Before a change, the file gets the shape of each relation it names, the first time:
+// a COMMIT PREPARED that comes in a later session knows nothing of what was announced before.
+void spool_prepared(WorkerContext &w, const po::Message &message, const po::XLogData &x) {
+	if (std::holds_alternative<po::Relation>(message) || std::holds_alternative<po::Type>(message))
+		learn_now(w, message);
+	if (auto *m = std::get_if<po::Truncate>(&message)) {
+		for (uint32_t i = 0; i < m->relation_ids.size(); i++)
+			describe_relation(w, m->relation_ids[i], x.wal_start);
+	} else {
+		std::visit(
+		    [&](const auto &m) {
+			    using T = std::decay_t<decltype(m)>;
+			    if constexpr (std::is_same_v<T, po::Relation>)
+				    (void)audit::spool_describe(w.spool, m.relation_id); // the message itself describes it
+			    else if constexpr (HasRelationId<T>::value)
+				    describe_relation(w, m.relation_id, x.wal_start);
+		    },
+		    message);
+	}
+	audit::spool_write(w.spool, session.preparing, x.wal_start, x.data, x.size, false);
+}
+
 // Spools a data message of a stream block or of a transaction being prepared; a
 // non-transactional logical message, which belongs to no transaction, is applied at once.
 void spool_message(WorkerContext &w, const po::Message &message, const po::XLogData &x) {
 	auto *m = std::get_if<po::LogicalMessage>(&message);
-	bool in_stream = session.decoder.in_stream();
 	if (m != nullptr && !m->transactional())
 		apply_message(w, *m);
+	else if (session.decoder.in_stream())
+		audit::spool_write(w.spool, data_xid(message), x.wal_start, x.data, x.size, true);
 	else
-		audit::spool_write(w.spool, in_stream ? data_xid(message) : session.preparing, x.wal_start, x.data, x.size,
-		                   in_stream);
+		spool_prepared(w, message, x);
 }
 
 // Applies one decoded pgoutput message.

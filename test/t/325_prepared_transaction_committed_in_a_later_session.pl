@@ -1,0 +1,65 @@
+# A prepared transaction's spool file carries the shape of every relation it touches: its COMMIT
+# PREPARED may arrive in a later session (after stop() and start(), or a restart of the
+# downstream), whose upstream never announces again the relations it announced before the
+# PREPARE. A Relation message that comes inside a prepared transaction is also learnt at once: the
+# upstream counts it as sent and does not repeat it for the changes that follow.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::RealBin/lib";
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use AuditTest;
+
+my $up = new_upstream('upstream', conf => ['max_prepared_transactions = 10']);
+my $down = new_downstream('downstream');
+# An enum column: in binary mode its values need the Type message to be read with the local type.
+my $ddl = q{CREATE TYPE mood AS ENUM ('calm', 'happy'); CREATE TABLE t (id int PRIMARY KEY, m mood);};
+$up->safe_psql('postgres', "$ddl CREATE TABLE u (id int PRIMARY KEY); CREATE PUBLICATION audit_pub FOR TABLE t, u;");
+$down->safe_psql('postgres', 'CREATE TYPE mood AS ENUM (\'calm\', \'happy\')');
+create_subscription($down, 'sub', $up, options => '{"two_phase": true, "binary": true}');
+
+# Runs SQL upstream and waits until the downstream has audited up to there.
+sub upstream_step
+{
+	my ($sql) = @_;
+	$up->safe_psql('postgres', $sql);
+	wait_for_audit_catchup($up, $down, 'sub');
+}
+
+# The audited rows of a table, in audit order.
+sub audited
+{
+	my ($table) = @_;
+	return $down->safe_psql('postgres', qq{
+		SELECT string_agg(new_row::text, ' ' ORDER BY commit_lsn, ordinal) FROM logical_audit.change
+		WHERE table_name = '$table'});
+}
+
+# 1. t announced before the PREPARE; the COMMIT PREPARED comes after stop() and start().
+upstream_step(q{INSERT INTO t VALUES (1, 'calm')});
+upstream_step(q{BEGIN; INSERT INTO t VALUES (2, 'happy'); PREPARE TRANSACTION 'g1'});
+upstream_step(q{INSERT INTO t VALUES (3, 'calm')});
+$down->safe_psql('postgres', q{SELECT logical_audit.stop('sub'); SELECT logical_audit.start('sub')});
+upstream_step(q{COMMIT PREPARED 'g1'; INSERT INTO t VALUES (4, 'happy')});
+is(audited('t'), '{"m": "calm", "id": 1} {"m": "calm", "id": 3} {"m": "happy", "id": 2} {"m": "happy", "id": 4}',
+	'after stop() and start(), the prepared transaction and the next one are audited once, in commit order');
+is(status_field($down, 'sub', 'state'), 'streaming', 'and the worker streams');
+
+# 2. The same across a SIGKILL of the downstream between PREPARE and COMMIT PREPARED.
+upstream_step(q{BEGIN; INSERT INTO t VALUES (5, 'calm'); PREPARE TRANSACTION 'g2'});
+kill_downstream($down, 'sub');
+upstream_step(q{COMMIT PREPARED 'g2'});
+like(audited('t'), qr/"id": 4\} \{"m": "calm", "id": 5\}$/, 'after a SIGKILL too');
+
+# 3. u announced inside a prepared transaction, then changed by a later one of the same session.
+upstream_step(q{BEGIN; INSERT INTO u VALUES (1); PREPARE TRANSACTION 'g3'});
+upstream_step(q{INSERT INTO u VALUES (2)});
+upstream_step(q{COMMIT PREPARED 'g3'});
+is(audited('u'), '{"id": 2} {"id": 1}', 'a relation announced inside a prepared transaction is known to the next one');
+is($down->safe_psql('postgres', q{SELECT count(*) FROM logical_audit.transaction WHERE gid IS NOT NULL}), '3',
+	'three prepared transactions recorded, each once');
+is(scalar(() = glob($down->data_dir . '/pg_logical_audit/*')), 0, 'no spool file left');
+
+done_testing();
