@@ -12,7 +12,6 @@ echo "== build in $work"
 install_extension "$work"
 as_postgres "cmake -S '$work' -B '$work/build' -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null && cmake --build '$work/build' -j2 >/dev/null"
 as_postgres "CXX=clang++-14 CC=clang-14 cmake -S '$work' -B '$work/build-fuzz' -DLOGICAL_AUDIT_FUZZ=ON >/dev/null && cmake --build '$work/build-fuzz' >/dev/null"
-cmake --install "$work/build" >/dev/null
 
 echo "== fuzz_decoder for ${FUZZ_SECONDS}s (in the background)"
 as_postgres "mkdir -p '$work/build-fuzz/corpus' && python3 '$work/test/fuzz/make_corpus.py' '$work/test/data' '$work/build-fuzz/corpus'"

@@ -391,8 +391,50 @@ void spool_remove(Spool *s, po::Xid xid, bool prepared) {
 		forget_txn(s, t);
 }
 
-void spool_remove_subscription(int subscription_id) {
-	remove_files(subscription_id, true, LOG);
+namespace {
+
+// The subscriptions whose files go when the current transaction commits (TopMemoryContext).
+int *dropped = nullptr;
+int ndropped = 0;
+int dropped_capacity = 0;
+bool callback_registered = false;
+
+// At the end of a transaction: removes the dropped subscriptions' files if it committed.
+void remove_dropped(XactEvent event, void *) {
+	if (event == XACT_EVENT_COMMIT)
+		for (int i = 0; i < ndropped; i++)
+			remove_files(dropped[i], true, LOG);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
+	    event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		ndropped = 0;
+}
+
+} // namespace
+
+void spool_remove_subscription_at_commit(int subscription_id) {
+	if (!callback_registered)
+		RegisterXactCallback(remove_dropped, nullptr);
+	callback_registered = true;
+	if (ndropped == dropped_capacity) {
+		dropped_capacity = Max(8, dropped_capacity * 2);
+		size_t bytes = sizeof(int) * dropped_capacity;
+		dropped = static_cast<int *>(dropped == nullptr ? MemoryContextAlloc(TopMemoryContext, bytes)
+		                                                : repalloc(dropped, bytes));
+	}
+	dropped[ndropped++] = subscription_id;
+}
+
+bool spool_files_exist(int subscription_id) {
+	DIR *dir = AllocateDir(kDirectory);
+	if (dir == nullptr && errno == ENOENT)
+		return false;
+	bool found = false;
+	struct dirent *entry;
+	while (!found && (entry = ReadDir(dir, kDirectory)) != nullptr)
+		found = is_spool_file(subscription_id, entry->d_name, kStreamSuffix) ||
+		        is_spool_file(subscription_id, entry->d_name, kPreparedSuffix);
+	FreeDir(dir);
+	return found;
 }
 
 void spool_close_files(Spool *s) {

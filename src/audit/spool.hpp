@@ -64,10 +64,13 @@ bool spool_replay_next(Spool *spool, XLogRecPtr *lsn, const uint8_t **data, size
 // Removes the stream (or prepared) file of a transaction whose replay is done, and forgets it.
 void spool_remove(Spool *spool, pgoutput::Xid xid, bool prepared);
 
-// Removes every spool file of a subscription, prepared ones included, once it is dropped. It
-// runs after the dropping transaction committed: it raises no error; a file it cannot remove stays
-// (and is logged).
-void spool_remove_subscription(int subscription_id);
+// Removes every spool file of a dropped subscription, prepared ones included, once the current
+// transaction commits. That raises no error: a file it cannot remove stays (and is logged).
+void spool_remove_subscription_at_commit(int subscription_id);
+
+// Whether any spool file of that subscription id exists (a new subscription must not get the id of
+// one whose files were left behind).
+bool spool_files_exist(int subscription_id);
 
 // Closes the open file descriptors after an ERROR (the files stay, for spool_remove_all).
 void spool_close_files(Spool *spool);

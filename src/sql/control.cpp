@@ -11,6 +11,7 @@
 #include "audit/spool.hpp"
 #include "stream/connection.hpp"
 #include "worker/shmem.hpp"
+#include "worker/worker.hpp"
 
 #include "pg.hpp"
 
@@ -26,10 +27,6 @@ namespace logical_audit {
 
 namespace {
 
-// How long stop() and drop_subscription() wait for a worker to exit, polling every kStopPollMs.
-constexpr long kStopWaitMs = 1000;
-constexpr long kStopPollMs = 10;
-
 // The arguments of create_subscription, checked.
 struct NewSubscription {
 	char *name;
@@ -44,45 +41,29 @@ struct NewSubscription {
 };
 
 bool wake_at_commit = false;
-int dropped_at_commit = 0; // the subscription whose spool files go when the transaction commits, or 0
 bool xact_callback_registered = false;
 
-// Once the transaction commits: wakes the launcher (it only sees committed rows) after a
-// subscription was enabled, and removes a dropped subscription's spool files.
+// Wakes the launcher (it only sees committed rows) once a transaction that enabled a subscription
+// commits.
 void act_on_commit(XactEvent event, void *) {
 	if (event == XACT_EVENT_COMMIT && wake_at_commit)
 		worker::wake_launcher();
-	if (event == XACT_EVENT_COMMIT && dropped_at_commit != 0)
-		audit::spool_remove_subscription(dropped_at_commit);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
-	    event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT) {
+	    event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
 		wake_at_commit = false;
-		dropped_at_commit = 0;
-	}
-}
-
-// Registers act_on_commit once per backend.
-void register_commit_callback() {
-	if (!xact_callback_registered)
-		RegisterXactCallback(act_on_commit, nullptr);
-	xact_callback_registered = true;
 }
 
 // Asks for the launcher to be woken when this transaction commits.
 void wake_launcher_at_commit() {
-	register_commit_callback();
+	if (!xact_callback_registered)
+		RegisterXactCallback(act_on_commit, nullptr);
+	xact_callback_registered = true;
 	wake_at_commit = true;
-}
-
-// Asks for a dropped subscription's spool files to be removed when this transaction commits.
-void remove_spool_at_commit(int subscription_id) {
-	register_commit_callback();
-	dropped_at_commit = subscription_id;
 }
 
 // Subscriptions need the workers, which exist only when the library is preloaded.
 void require_preloaded() {
-	if (worker::shared_state() != nullptr)
+	if (worker::shmem_ready())
 		return;
 	ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 	                errmsg("logical_audit is not loaded by shared_preload_libraries"),
@@ -363,37 +344,48 @@ bool prepare_upstream(PGconn *conn, const NewSubscription &sub) {
 	return true;
 }
 
-// Inserts the subscription row and returns its id.
+// An int column of the first row of the last SPI result.
+int spi_int(int column) {
+	bool isnull;
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, column, &isnull));
+}
+
+// A new subscription id that no replication origin or spool file uses yet: origins are per server
+// while ids are per database, and what a dropped installation of the extension left behind (or a
+// subscription of another database) must never be taken over.
+int new_subscription_id() {
+	for (;;) {
+		spi_run("SELECT pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('logical_audit.subscription', 'id'))::int",
+		        0, nullptr, nullptr, false, SPI_OK_SELECT);
+		int id = spi_int(1);
+		char origin[NAMEDATALEN];
+		worker::origin_name(id, origin);
+		if (replorigin_by_name(origin, true) == InvalidRepOriginId && !audit::spool_files_exist(id))
+			return id;
+	}
+}
+
+// Inserts the subscription row under a new id, creates its replication origin (so its progress
+// exists from the start) and returns the id.
 int insert_subscription(const NewSubscription &sub) {
-	Oid types[6] = {TEXTOID, TEXTOID, TEXTARRAYOID, NAMEOID, BOOLOID, JSONBOID};
+	int id = new_subscription_id();
+	Oid types[7] = {INT4OID, TEXTOID, TEXTOID, TEXTARRAYOID, NAMEOID, BOOLOID, JSONBOID};
 	NameData slot_name;
 	namestrcpy(&slot_name, sub.slot_name);
-	Datum values[6] = {CStringGetTextDatum(sub.name),     CStringGetTextDatum(sub.conninfo),
-	                   PointerGetDatum(sub.publications), NameGetDatum(&slot_name),
-	                   BoolGetDatum(sub.enabled),         JsonbPGetDatum(sub.options)};
-	spi_run("INSERT INTO logical_audit.subscription (name, conninfo, publications, slot_name, enabled, options) "
-	        "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-	        6, types, values, false, SPI_OK_INSERT_RETURNING);
-	bool isnull;
-	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-// The replication origin of a subscription: logical_audit_<id>.
-void origin_name(int id, char *buffer, size_t size) {
-	snprintf(buffer, size, "logical_audit_%d", id);
-}
-
-// Creates the subscription's replication origin, so its progress exists from the start.
-void create_origin(int id) {
-	char name[NAMEDATALEN];
-	origin_name(id, name, sizeof name);
-	// Origins are per server while ids are per database: an origin of that name may belong to a
-	// subscription of another database, and must not be taken over.
-	if (replorigin_by_name(name, true) != InvalidRepOriginId)
-		ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT), errmsg("replication origin \"%s\" already exists", name),
-		                errdetail("A subscription of another database of this server may use it."),
-		                errhint("Create subscriptions only in the database set by logical_audit.database.")));
-	(void)replorigin_create(name);
+	Datum values[7] = {Int32GetDatum(id),
+	                   CStringGetTextDatum(sub.name),
+	                   CStringGetTextDatum(sub.conninfo),
+	                   PointerGetDatum(sub.publications),
+	                   NameGetDatum(&slot_name),
+	                   BoolGetDatum(sub.enabled),
+	                   JsonbPGetDatum(sub.options)};
+	spi_run("INSERT INTO logical_audit.subscription (id, name, conninfo, publications, slot_name, enabled, options) "
+	        "OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7)",
+	        7, types, values, false, SPI_OK_INSERT);
+	char origin[NAMEDATALEN];
+	worker::origin_name(id, origin);
+	(void)replorigin_create(origin);
+	return id;
 }
 
 // After a failure, drops the slot this call created upstream, warning when that fails too.
@@ -428,50 +420,6 @@ void drop_created_slot(PGconn *conn, const char *slot_name, MemoryContext contex
 	ReThrowError(edata);
 }
 
-// The pid of the worker serving a subscription, or 0.
-pid_t worker_pid(int id) {
-	if (worker::shared_state() == nullptr)
-		return 0;
-	LWLockAcquire(worker::shared_lock(), LW_SHARED);
-	worker::WorkerSlot *slot = worker::slot_find(id);
-	pid_t pid = slot != nullptr ? slot->pid : 0;
-	LWLockRelease(worker::shared_lock());
-	return pid;
-}
-
-// Wakes a running worker: one waiting to retry after an error tries again now.
-void poke_worker(int id) {
-	if (worker::shared_state() == nullptr)
-		return;
-	LWLockAcquire(worker::shared_lock(), LW_SHARED);
-	worker::WorkerSlot *slot = worker::slot_find(id);
-	if (slot != nullptr && slot->latch != nullptr)
-		SetLatch(slot->latch);
-	LWLockRelease(worker::shared_lock());
-}
-
-// Ends a subscription's worker and waits up to a second for it to release its slot and be gone:
-// the slot is released early in the worker's exit, the process ends (and is reaped) a little later.
-//
-// The caller has already disabled or deleted the row, uncommitted. A worker started meanwhile
-// (the launcher still sees the committed, enabled row) reads its row with SELECT ... FOR SHARE:
-// that waits for this transaction to commit, then finds the row disabled or gone and exits.
-void stop_worker(int id, const char *name) {
-	pid_t pid = worker_pid(id);
-	if (pid == 0)
-		return;
-	(void)kill(pid, SIGTERM);
-	for (long waited = 0; waited < kStopWaitMs; waited += kStopPollMs) {
-		if (worker_pid(id) != pid && kill(pid, 0) != 0)
-			return;
-		(void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, kStopPollMs, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	ereport(WARNING, (errcode(ERRCODE_WARNING), errmsg("the worker of subscription \"%s\" has not stopped yet", name),
-	                  errdetail("Its process %d was asked to stop and will exit on its own.", static_cast<int>(pid))));
-}
-
 // Runs an UPDATE or DELETE ... WHERE name = $1 RETURNING id, ...: the subscription must exist.
 void modify_subscription(const char *sql, const char *name, int expected) {
 	Oid types[1] = {TEXTOID};
@@ -479,12 +427,6 @@ void modify_subscription(const char *sql, const char *name, int expected) {
 	spi_run(sql, 1, types, values, false, expected);
 	if (SPI_processed == 0)
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("subscription \"%s\" does not exist", name)));
-}
-
-// An int column of the first row of the last SPI result.
-int spi_int(int column) {
-	bool isnull;
-	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, column, &isnull));
 }
 
 // Connects to the upstream and drops a slot there, if it exists.
@@ -515,20 +457,6 @@ void drop_subscription_slot(const char *conninfo, const char *slot_name) {
 	PG_END_TRY();
 }
 
-// Copies the status slots under the lock, so no ERROR can happen while it is held.
-worker::WorkerSlot *copy_slots(int *count) {
-	worker::SharedState *state = worker::shared_state();
-	*count = 0;
-	if (state == nullptr)
-		return nullptr;
-	auto *copy = static_cast<worker::WorkerSlot *>(palloc(sizeof(worker::WorkerSlot) * state->nslots));
-	LWLockAcquire(worker::shared_lock(), LW_SHARED);
-	memcpy(copy, state->slots, sizeof(worker::WorkerSlot) * state->nslots);
-	*count = state->nslots;
-	LWLockRelease(worker::shared_lock());
-	return copy;
-}
-
 // An LSN column value: NULL until known.
 void put_lsn(Datum *values, bool *nulls, int column, XLogRecPtr lsn) {
 	values[column] = LSNGetDatum(lsn);
@@ -551,9 +479,10 @@ void put_error(Datum *values, bool *nulls, int column, worker::WorkerSlot &slot)
 		    PointerGetDatum(cstring_to_text_with_len(slot.last_error, pg_mbcliplen(slot.last_error, len, len)));
 }
 
-// Adds one worker's row to the status result.
+// Adds one worker's row to the status result. The function's SQL declaration may be an older
+// version's, with fewer columns (before ALTER EXTENSION UPDATE): later columns are left out.
 void put_slot(ReturnSetInfo *rsinfo, worker::WorkerSlot &slot) {
-	constexpr int kColumns = 13;
+	constexpr int kColumns = 15;
 	Datum values[kColumns];
 	bool nulls[kColumns] = {};
 	values[0] = Int32GetDatum(slot.subscription_id);
@@ -569,6 +498,14 @@ void put_slot(ReturnSetInfo *rsinfo, worker::WorkerSlot &slot) {
 	values[10] = Int64GetDatum(slot.changes);
 	put_error(values, nulls, 11, slot);
 	put_time(values, nulls, 12, slot.last_error_time);
+	slot.upstream_slot_wal_status[sizeof slot.upstream_slot_wal_status - 1] = '\0';
+	values[13] = CStringGetTextDatum(slot.upstream_slot_wal_status);
+	nulls[13] = slot.upstream_slot_wal_status[0] == '\0';
+	values[14] = Int64GetDatum(slot.upstream_slot_safe_wal_size);
+	nulls[14] = slot.upstream_slot_safe_wal_size < 0;
+	if (rsinfo->setDesc->natts > kColumns)
+		elog(ERROR, "logical_audit.worker_status() declares %d columns, more than %d", rsinfo->setDesc->natts,
+		     kColumns);
 	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
@@ -595,7 +532,7 @@ extern "C" Datum logical_audit_create_subscription(PG_FUNCTION_ARGS) {
 	PG_TRY();
 	{
 		created = la::prepare_upstream(conn, sub);
-		la::create_origin(la::insert_subscription(sub));
+		(void)la::insert_subscription(sub);
 	}
 	PG_CATCH();
 	{ la::undo_upstream(conn, sub.slot_name, created, context); }
@@ -621,7 +558,7 @@ extern "C" Datum logical_audit_start(PG_FUNCTION_ARGS) {
 	SPI_finish();
 	la::warn_if_not_launcher_database(name);
 	la::wake_launcher_at_commit();
-	la::poke_worker(id);
+	la::worker::wake_worker(id);
 	PG_RETURN_VOID();
 }
 
@@ -634,7 +571,7 @@ extern "C" Datum logical_audit_stop(PG_FUNCTION_ARGS) {
 	                        SPI_OK_UPDATE_RETURNING);
 	int id = la::spi_int(1);
 	SPI_finish();
-	la::stop_worker(id, name);
+	la::worker::stop_worker(id, name);
 	PG_RETURN_VOID();
 }
 
@@ -649,13 +586,14 @@ extern "C" Datum logical_audit_drop_subscription(PG_FUNCTION_ARGS) {
 	int id = la::spi_int(1);
 	char *conninfo = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	char *slot_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	la::stop_worker(id, name);
+	la::worker::prevent_in_transaction_block("logical_audit.drop_subscription()");
+	la::worker::stop_worker(id, name);
 	if (drop_slot)
 		la::drop_subscription_slot(conninfo, slot_name);
 	char origin[NAMEDATALEN];
-	la::origin_name(id, origin, sizeof origin);
+	la::worker::origin_name(id, origin);
 	replorigin_drop_by_name(origin, true, false); // waits for a worker still exiting to let it go
-	la::remove_spool_at_commit(id);
+	la::audit::spool_remove_subscription_at_commit(id);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -666,9 +604,8 @@ extern "C" Datum logical_audit_worker_status(PG_FUNCTION_ARGS) {
 	InitMaterializedSRF(fcinfo, 0);
 	auto *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
 	int count;
-	la::worker::WorkerSlot *slots = la::copy_slots(&count);
+	la::worker::WorkerSlot *slots = la::worker::slots_copy(&count);
 	for (int i = 0; i < count; i++)
-		if (slots[i].subscription_id != 0)
-			la::put_slot(rsinfo, slots[i]);
+		la::put_slot(rsinfo, slots[i]);
 	return (Datum)0;
 }

@@ -450,6 +450,21 @@ bool slot_exists(PGconn *conn, const char *slot_name, char *plugin_out, size_t p
 	return exists;
 }
 
+SlotHealth slot_health(PGconn *conn, const char *slot_name) {
+	char *query = psprintf("SELECT coalesce(wal_status, ''), coalesce(safe_wal_size, -1) "
+	                       "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+	                       quote_literal_cstr(slot_name));
+	PGresult *result = exec(conn, query, PGRES_TUPLES_OK);
+	SlotHealth health{PQntuples(result) > 0, "", -1};
+	if (health.found && PQnfields(result) >= 2) {
+		strlcpy(health.wal_status, PQgetvalue(result, 0, 0), sizeof health.wal_status);
+		health.safe_wal_size = strtoll(PQgetvalue(result, 0, 1), nullptr, 10);
+	}
+	PQclear(result);
+	pfree(query);
+	return health;
+}
+
 CreatedSlot create_slot(PGconn *conn, const char *slot_name, const SlotOptions &options) {
 	StringInfoData cmd;
 	initStringInfo(&cmd);

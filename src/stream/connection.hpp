@@ -34,6 +34,16 @@ PGresult *exec(PGconn *conn, const char *command, ExecStatusType expected);
 // IDENTIFY_SYSTEM on a replication connection.
 SystemIdentity identify_system(PGconn *conn);
 
+// A slot's health, as the upstream's pg_replication_slots shows it.
+struct SlotHealth {
+	bool found;
+	char wal_status[16]; // reserved, extended, unreserved or lost ('' when NULL)
+	int64 safe_wal_size; // bytes of WAL that may still be written before the slot is lost; -1 when NULL
+};
+
+// The health of a slot upstream (on a replication connection before streaming, or a plain one).
+SlotHealth slot_health(PGconn *conn, const char *slot_name);
+
 // Whether a logical slot of that name exists upstream, and its plugin.
 bool slot_exists(PGconn *conn, const char *slot_name, char *plugin_out = nullptr, size_t plugin_size = 0);
 

@@ -35,24 +35,6 @@ StartedWorker *started = nullptr; // in TopMemoryContext
 int nstarted = 0;
 int started_capacity = 0;
 
-// Makes the launcher reachable by wake_launcher().
-void publish_launcher() {
-	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
-	shared_state()->launcher_latch = MyLatch;
-	shared_state()->launcher_pid = MyProcPid;
-	LWLockRelease(shared_lock());
-}
-
-// Unpublishes the launcher when it exits, so nobody sets a latch that is gone.
-void unpublish_launcher(int, Datum) {
-	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
-	if (shared_state()->launcher_pid == MyProcPid) {
-		shared_state()->launcher_latch = nullptr;
-		shared_state()->launcher_pid = 0;
-	}
-	LWLockRelease(shared_lock());
-}
-
 // Forgets the workers that have exited (the postmaster told us through bgw_notify_pid).
 void forget_stopped_workers() {
 	for (int i = 0; i < nstarted;) {
@@ -70,10 +52,7 @@ bool has_worker(int subscription_id) {
 	for (int i = 0; i < nstarted; i++)
 		if (started[i].subscription_id == subscription_id)
 			return true;
-	LWLockAcquire(shared_lock(), LW_SHARED);
-	bool running = slot_find(subscription_id) != nullptr;
-	LWLockRelease(shared_lock());
-	return running;
+	return worker_running(subscription_id);
 }
 
 // Remembers a registered worker's handle.
@@ -195,7 +174,6 @@ void logical_audit_launcher_main(Datum) {
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(logical_audit::guc_database, nullptr, 0);
 	w::publish_launcher();
-	before_shmem_exit(w::unpublish_launcher, (Datum)0);
 	MemoryContext round = AllocSetContextCreate(TopMemoryContext, "logical_audit launcher", ALLOCSET_DEFAULT_SIZES);
 	for (;;) {
 		CHECK_FOR_INTERRUPTS();

@@ -21,6 +21,7 @@
 #include "pgoutput/decoder.hpp"
 #include "stream/connection.hpp"
 #include "worker/session.hpp"
+#include "worker/slot_health.hpp"
 #include "worker/snapshot.hpp"
 
 #include "pg.hpp"
@@ -101,14 +102,7 @@ void apply_error_context(void *) {
 
 // Copies the session's positions and times into the shared status slot.
 void publish_status(WorkerContext &w, TimestampTz send_time) {
-	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
-	w.slot->received_lsn = session.received;
-	w.slot->flushed_lsn = session.flushed;
-	w.slot->upstream_lsn = session.upstream;
-	if (send_time != 0)
-		w.slot->last_msg_send_time = send_time;
-	w.slot->last_msg_receipt_time = session.last_receipt;
-	LWLockRelease(shared_lock());
+	slot_set_positions(w.slot, {session.received, session.flushed, session.upstream, send_time, session.last_receipt});
 }
 
 // Milliseconds from now until a time, at least 0.
@@ -261,13 +255,8 @@ void commit_group(WorkerContext &w) {
 	position.committing = false;
 	advance_flushed(w);
 	w.made_progress = true;
-	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
-	if (session.group_commit_time != 0)
-		w.slot->last_commit_time = session.group_commit_time;
-	w.slot->transactions += session.group_transactions;
-	w.slot->changes += session.group_changes;
-	w.slot->flushed_lsn = session.flushed;
-	LWLockRelease(shared_lock());
+	slot_add_progress(w.slot,
+	                  {session.flushed, session.group_commit_time, session.group_transactions, session.group_changes});
 	session.group_transactions = 0;
 	session.group_changes = 0;
 	session.group_commit_time = 0;
@@ -726,11 +715,13 @@ long keep_alive() {
 void start(WorkerContext &w) {
 	const Subscription *sub = w.subscription;
 	session.conn = stream::connect(sub->conninfo, sub->name, true);
-	stream::identify_system(session.conn);
+	stream::SystemIdentity upstream = stream::identify_system(session.conn);
 	// Flushed first: a commit of an earlier session may still be in the local WAL buffers only.
 	XLogRecPtr origin_lsn = replorigin_session_get_progress(true);
 	if (sub->snapshot && origin_lsn == InvalidXLogRecPtr)
 		origin_lsn = take_snapshot(w, session.conn);
+	position.lsn = origin_lsn;
+	check_slot_at_start(w, session.conn, origin_lsn, upstream.xlogpos);
 	stream::StreamOptions options{};
 	options.slot_name = sub->slot_name;
 	options.start_lsn = origin_lsn;
@@ -776,9 +767,9 @@ void run_session(WorkerContext &w) {
 	callback.previous = error_context_stack;
 	error_context_stack = &callback;
 
-	set_state(w.slot, WorkerState::Connecting);
+	slot_set_state(w.slot, WorkerState::Connecting);
 	start(w);
-	set_state(w.slot, WorkerState::Streaming);
+	slot_set_state(w.slot, WorkerState::Streaming);
 	publish_status(w, 0);
 	for (;;) {
 		Drained drained = drain(w);
@@ -789,7 +780,7 @@ void run_session(WorkerContext &w) {
 			commit_group(w);
 		if (advance_flushed(w))
 			publish_status(w, 0);
-		long wait_ms = keep_alive();
+		long wait_ms = Min(keep_alive(), check_slot_if_due(w, session.flushed, session.upstream));
 		if (session.npending > 0)
 			wait_ms = Min(wait_ms, kIdleFlushMs);
 		// libpq may hold more messages than the socket shows: wait only when it had none left. An

@@ -35,10 +35,8 @@ struct WorkerContext {
 	MemoryContext message_context; // reset after each CopyData message
 	MemoryContext replay_context;  // reset after each message read back from a spool file
 	bool made_progress;            // set when a session commits or goes idle: the retry backoff restarts
+	bool slot_lost;                // the upstream invalidated the slot: the audit cannot go on
 };
-
-// Shows a state in the worker's status slot.
-void set_state(WorkerSlot *slot, WorkerState state);
 
 // Streams from the upstream and audits until an ERROR (which propagates) or shutdown (FATAL).
 void run_session(WorkerContext &worker);

@@ -256,12 +256,7 @@ void commit_snapshot(WorkerContext &w, const CopyResult &copy) {
 	audit::LocalCommit done = audit::writer_commit_local(w.writer);
 	XLogFlush(done.local_end);
 	w.made_progress = true;
-	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
-	w.slot->transactions++;
-	w.slot->changes += copy.rows;
-	w.slot->last_commit_time = copy.snapshot_time;
-	w.slot->flushed_lsn = done.upstream_lsn;
-	LWLockRelease(shared_lock());
+	slot_add_progress(w.slot, {done.upstream_lsn, copy.snapshot_time, 1, copy.rows});
 }
 
 // Creates the slot with an exported snapshot, after dropping one a failed attempt left (nothing
@@ -280,7 +275,7 @@ stream::CreatedSlot create_exporting_slot(PGconn *conn, const Subscription *sub)
 
 XLogRecPtr take_snapshot(WorkerContext &w, PGconn *replication_conn) {
 	const Subscription *sub = w.subscription;
-	set_state(w.slot, WorkerState::Snapshot);
+	slot_set_state(w.slot, WorkerState::Snapshot);
 	copying = {sub->name, nullptr};
 	ErrorContextCallback callback;
 	callback.callback = snapshot_error_context;

@@ -75,7 +75,7 @@ Subscription *read_subscription_and_claim(int id) {
 // that every local commit records the upstream position it covers.
 void setup_origin(int id) {
 	char name[NAMEDATALEN];
-	snprintf(name, sizeof name, "logical_audit_%d", id);
+	origin_name(id, name);
 	StartTransactionCommand();
 	RepOriginId origin = replorigin_by_name(name, true);
 	if (origin == InvalidRepOriginId)
@@ -97,12 +97,11 @@ void release_slot(int, Datum) {
 
 // Builds the status text of an error: message, detail and where it happened.
 void record_error(WorkerSlot *slot, const ErrorData *edata) {
-	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
-	snprintf(slot->last_error, sizeof slot->last_error, "%s%s%s%s%s", edata->message, edata->detail ? " DETAIL: " : "",
+	char text[kMaxErrorLength];
+	snprintf(text, sizeof text, "%s%s%s%s%s", edata->message, edata->detail ? " DETAIL: " : "",
 	         edata->detail ? edata->detail : "", edata->context ? " CONTEXT: " : "",
 	         edata->context ? edata->context : "");
-	slot->last_error_time = GetCurrentTimestamp();
-	LWLockRelease(shared_lock());
+	slot_set_error(slot, text);
 }
 
 // Runs one session; on ERROR logs it, records it in status, and undoes the session's state.
@@ -130,9 +129,12 @@ void run_guarded(WorkerContext &w) {
 	PG_END_TRY();
 }
 
-// Waits before the next attempt; the latch (set by SIGTERM) cuts the wait short.
-void wait_retry(WorkerSlot *slot, long backoff_ms) {
-	set_state(slot, WorkerState::WaitingRetry);
+// Waits before the next attempt (in state error, the longest wait, when the slot is lost); the
+// latch (set by SIGTERM or start()) cuts the wait short.
+void wait_retry(WorkerSlot *slot, long backoff_ms, bool slot_lost) {
+	slot_set_state(slot, slot_lost ? WorkerState::Error : WorkerState::WaitingRetry);
+	if (slot_lost)
+		backoff_ms = kMaxBackoffMs;
 	(void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, backoff_ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
@@ -159,20 +161,27 @@ void retry_loop(WorkerContext &w) {
 	long backoff_ms = kFirstBackoffMs;
 	for (;;) {
 		w.made_progress = false;
+		w.slot_lost = false;
 		run_guarded(w);
 		if (w.made_progress)
 			backoff_ms = kFirstBackoffMs;
-		wait_retry(w.slot, backoff_ms);
+		wait_retry(w.slot, backoff_ms, w.slot_lost);
 		backoff_ms = Min(backoff_ms * 2, kMaxBackoffMs);
 	}
 }
 
 } // namespace
 
-void set_state(WorkerSlot *slot, WorkerState state) {
-	LWLockAcquire(shared_lock(), LW_EXCLUSIVE);
-	slot->state = state;
-	LWLockRelease(shared_lock());
+void origin_name(int subscription_id, char (&name)[NAMEDATALEN]) {
+	snprintf(name, sizeof name, "logical_audit_%d", subscription_id);
+}
+
+void prevent_in_transaction_block(const char *what) {
+	if (IsTransactionBlock())
+		ereport(ERROR,
+		        (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION), errmsg("%s cannot run inside a transaction block", what),
+		         errdetail("Dropping a subscription's replication origin cannot be rolled back."),
+		         errhint("Run it on its own, outside BEGIN ... COMMIT.")));
 }
 
 } // namespace logical_audit::worker

@@ -113,10 +113,11 @@ sub new_upstream
 }
 
 # Starts a downstream with logical_audit preloaded (unless preload => 0) and the extension created
-# in the postgres database. conf => [lines] adds settings.
+# in the postgres database (at version => V, default the current one). conf => [lines] adds settings.
 sub new_downstream
 {
 	my ($name, %params) = @_;
+	my $version = defined $params{version} ? " VERSION '$params{version}'" : '';
 	my $preload = $params{preload} // 1;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init;
@@ -124,7 +125,7 @@ sub new_downstream
 	push @conf, "shared_preload_libraries = 'logical_audit'" if $preload;
 	$node->append_conf('postgresql.conf', join("\n", @conf, @{ $params{conf} // [] }));
 	$node->start;
-	$node->safe_psql('postgres', 'CREATE EXTENSION logical_audit');
+	$node->safe_psql('postgres', "CREATE EXTENSION logical_audit$version");
 	return $node;
 }
 

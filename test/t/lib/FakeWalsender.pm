@@ -568,6 +568,11 @@ sub answer
 		my @arguments = literals($query);
 		return rows(['set_config'], [ $arguments[1] // '' ]) . ready();
 	}
+	if ($query =~ /^SELECT\s+coalesce\(wal_status\b.*\bpg_catalog\.pg_replication_slots\b/i)
+	{
+		my @found = defined $self->{slot_plugin} ? ([ 'reserved', '-1' ]) : ();
+		return rows([ 'wal_status', 'safe_wal_size' ], @found) . ready();
+	}
 	if ($query =~ /^SELECT\s+plugin\s+FROM\s+pg_catalog\.pg_replication_slots\b/i)
 	{
 		my @found = defined $self->{slot_plugin} ? ([ $self->{slot_plugin} ]) : ();
