@@ -202,33 +202,53 @@ void note_subxact(Spool *s, StreamedTxn *t, po::Xid xid) {
 	t->subxacts[t->nsubxacts++] = {xid, s->offset};
 }
 
-// Whether a directory entry is a spool file of the subscription with that suffix.
-bool is_spool_file(int subscription_id, const char *name, const char *suffix) {
-	char prefix[32];
-	snprintf(prefix, sizeof prefix, "%d-", subscription_id);
-	size_t len = strlen(name);
-	size_t tail = strlen(suffix) + 1;
-	return strncmp(name, prefix, strlen(prefix)) == 0 && len > tail && name[len - tail] == '.' &&
-	       strcmp(name + len - tail + 1, suffix) == 0;
+// Which of a subscription's files a directory scan takes.
+enum class Files { Stream, All };
+
+// The xid of a spool file of the subscription (stream, or also prepared with Files::All), or
+// kInvalidXid when the entry is none.
+po::Xid spool_file_xid(int subscription_id, const char *name, Files files) {
+	int id;
+	unsigned xid;
+	char suffix[16];
+	int consumed = 0;
+	if (sscanf(name, "%d-%u.%15[a-z]%n", &id, &xid, suffix, &consumed) != 3 || name[consumed] != '\0' ||
+	    id != subscription_id)
+		return po::kInvalidXid;
+	bool stream = strcmp(suffix, kStreamSuffix) == 0;
+	bool prepared = strcmp(suffix, kPreparedSuffix) == 0;
+	return stream || (prepared && files == Files::All) ? xid : po::kInvalidXid;
 }
 
-// Removes the subscription's stream files, and its prepared ones too when asked. A failure is
-// reported at elevel: ERROR stops there, LOG (where no error may be raised) goes on.
-void remove_files(int subscription_id, bool prepared_too, int elevel) {
-	DIR *dir = AllocateDir(kDirectory);
-	if (dir == nullptr && errno == ENOENT)
+// Removes the subscription's files that a scan takes and keep() does not keep. The directory is
+// read with opendir, not AllocateDir: the worker also scans it outside any transaction, where an
+// ERROR would leak what AllocateDir registered. A failure is reported at elevel once the directory
+// is closed: ERROR stops, LOG (where no error may be raised) goes on.
+void remove_files(int subscription_id, Files files, int elevel, const Spool *keep = nullptr) {
+	DIR *dir = opendir(kDirectory);
+	if (dir == nullptr) {
+		if (errno != ENOENT)
+			ereport(elevel, (errcode_for_file_access(), errmsg("could not open directory \"%s\": %m", kDirectory)));
 		return;
-	struct dirent *entry;
-	while ((entry = ReadDirExtended(dir, kDirectory, elevel)) != nullptr) {
-		if (!is_spool_file(subscription_id, entry->d_name, kStreamSuffix) &&
-		    !(prepared_too && is_spool_file(subscription_id, entry->d_name, kPreparedSuffix)))
+	}
+	char failed[MAXPGPATH] = "";
+	int failed_errno = 0;
+	while (struct dirent *entry = readdir(dir)) {
+		po::Xid xid = spool_file_xid(subscription_id, entry->d_name, files);
+		if (xid == po::kInvalidXid || (keep != nullptr && find_txn(keep, xid) != nullptr))
 			continue;
 		char path[MAXPGPATH];
 		snprintf(path, MAXPGPATH, "%s/%s", kDirectory, entry->d_name);
-		remove_file(path, elevel);
+		if (unlink(path) < 0 && errno != ENOENT && failed[0] == '\0') {
+			failed_errno = errno;
+			strlcpy(failed, path, sizeof failed);
+		}
 	}
-	if (dir != nullptr)
-		FreeDir(dir);
+	closedir(dir);
+	if (failed[0] != '\0') {
+		errno = failed_errno;
+		ereport(elevel, (errcode_for_file_access(), errmsg("could not remove spool file \"%s\": %m", failed)));
+	}
 }
 
 } // namespace
@@ -249,7 +269,7 @@ void spool_remove_all(Spool *s) {
 	while (s->ntxns > 0)
 		forget_txn(s, &s->txns[0]);
 	make_directory();
-	remove_files(s->subscription_id, false, ERROR);
+	remove_files(s->subscription_id, Files::Stream, ERROR);
 }
 
 void spool_open(Spool *s, po::Xid xid, bool first_segment) {
@@ -403,7 +423,7 @@ bool callback_registered = false;
 void remove_dropped(XactEvent event, void *) {
 	if (event == XACT_EVENT_COMMIT)
 		for (int i = 0; i < ndropped; i++)
-			remove_files(dropped[i], true, LOG);
+			remove_files(dropped[i], Files::All, LOG);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
 	    event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
 		ndropped = 0;
@@ -425,16 +445,18 @@ void spool_remove_subscription_at_commit(int subscription_id) {
 }
 
 bool spool_files_exist(int subscription_id) {
-	DIR *dir = AllocateDir(kDirectory);
-	if (dir == nullptr && errno == ENOENT)
+	DIR *dir = opendir(kDirectory);
+	if (dir == nullptr)
 		return false;
 	bool found = false;
-	struct dirent *entry;
-	while (!found && (entry = ReadDir(dir, kDirectory)) != nullptr)
-		found = is_spool_file(subscription_id, entry->d_name, kStreamSuffix) ||
-		        is_spool_file(subscription_id, entry->d_name, kPreparedSuffix);
-	FreeDir(dir);
+	while (struct dirent *entry = found ? nullptr : readdir(dir))
+		found = spool_file_xid(subscription_id, entry->d_name, Files::All) != po::kInvalidXid;
+	closedir(dir);
 	return found;
+}
+
+void spool_sweep(Spool *s) {
+	remove_files(s->subscription_id, Files::Stream, ERROR, s);
 }
 
 void spool_close_files(Spool *s) {

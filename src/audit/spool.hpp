@@ -45,6 +45,10 @@ bool spool_describe(Spool *spool, Oid relation_id);
 // Stops appending (Stream Stop): the buffered bytes reach the file.
 void spool_close(Spool *spool);
 
+// Removes the subscription's stream files of transactions not in progress in this session: none
+// should exist, and one that does (left by a path that failed to remove it) would never go.
+void spool_sweep(Spool *spool);
+
 // Whether any transaction has streamed chunks not yet committed or aborted.
 bool spool_any(const Spool *spool);
 

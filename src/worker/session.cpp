@@ -664,6 +664,9 @@ Drained drain(WorkerContext &w) {
 	int handled = 0;
 	for (; handled < kDrainBatch; handled++) {
 		CHECK_FOR_INTERRUPTS();
+		// An orphan of a crashed server must not go on writing spool files the next one would not know.
+		if (!PostmasterIsAlive())
+			proc_exit(1);
 		int size = stream::receive(session.conn, &session.buffer);
 		if (size <= 0) {
 			drained = size == 0 ? Drained::Empty : Drained::Ended;
@@ -749,6 +752,19 @@ void start(WorkerContext &w) {
 	session.ping_sent = false;
 }
 
+// How often an idle session looks for stream files that no transaction in progress owns.
+constexpr long kSweepMs = 10000;
+
+// Removes, at most every kSweepMs while idle, stream files that outlived their transaction.
+void sweep_spool_if_due(WorkerContext &w) {
+	static TimestampTz last_sweep = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	if (!TimestampDifferenceExceeds(last_sweep, now, kSweepMs))
+		return;
+	last_sweep = now;
+	audit::spool_sweep(w.spool);
+}
+
 // Reloads the configuration when a SIGHUP arrived.
 void reload_config() {
 	if (!ConfigReloadPending)
@@ -776,8 +792,10 @@ void run_session(WorkerContext &w) {
 		if (drained == Drained::Ended)
 			ereport(ERROR, (errcode(ERRCODE_CONNECTION_FAILURE), errmsg("the upstream ended the replication stream")));
 		// Nothing more ready: commit what the local transaction holds rather than wait with it.
-		if (drained == Drained::Empty && !audit::writer_in_transaction(w.writer))
+		if (drained == Drained::Empty && !audit::writer_in_transaction(w.writer)) {
 			commit_group(w);
+			sweep_spool_if_due(w);
+		}
 		if (advance_flushed(w))
 			publish_status(w, 0);
 		long wait_ms = Min(keep_alive(), check_slot_if_due(w, session.flushed, session.upstream));
