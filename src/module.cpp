@@ -12,8 +12,8 @@ PG_MODULE_MAGIC;
 PGDLLEXPORT void _PG_init(void);
 }
 
-// Defines the settings, watches for DROP EXTENSION and, when preloaded, shared memory and the launcher. Loaded later (by the
-// SQL decoder, say), the module works without workers: create_subscription() then says why.
+// Defines the settings, watches for DROP EXTENSION and, when preloaded, shared memory and the launcher. Loaded later
+// (by the SQL decoder, say), the module works without workers: create_subscription() then says why.
 void _PG_init(void) {
 	logical_audit::define_gucs();
 	logical_audit::install_extension_drop_hook();

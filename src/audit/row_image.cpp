@@ -152,7 +152,7 @@ void complete_from_image(Writer *writer, const AuditRelation *relation, ChangeRo
 void complete_change(Writer *writer, const AuditRelation *relation, ChangeRow &row, po::OldTuple old_kind,
                      const po::TupleData &old_tuple, const po::TupleData *new_tuple, bool row_history) {
 	row.row_key = row_history ? row_key_of(relation, row, old_kind, new_tuple) : NullableDatum{(Datum)0, true};
-	if (new_tuple == nullptr || row.new_row.isnull || strcmp(row.op, "UPDATE") != 0)
+	if (new_tuple == nullptr || row.new_row.isnull || row.op != Op::Update)
 		return;
 	if (old_kind == po::OldTuple::Full)
 		complete_from_old_row(relation, row, old_tuple, *new_tuple);

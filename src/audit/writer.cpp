@@ -159,7 +159,7 @@ struct BufferedKeys {
 
 struct Writer {
 	Datum subscription; // text
-	Datum ops[4];       // INSERT, UPDATE, DELETE, TRUNCATE as text
+	Datum ops[kOps];    // the operations' names as text, by Op
 	MemoryContext txn_context;
 	MemoryContext row_context; // the values of a single message row
 	bool local_open;           // a local transaction is open
@@ -515,15 +515,6 @@ void insert_transaction(Writer *w, const po::Commit &commit) {
 	MemoryContextSwitchTo(caller);
 }
 
-// The text Datum of an operation name: the writer's own copy for the four it knows.
-Datum op_text(Writer *w, const char *op) {
-	static const char *const names[] = {"INSERT", "UPDATE", "DELETE", "TRUNCATE"};
-	for (int i = 0; i < 4; i++)
-		if (strcmp(op, names[i]) == 0)
-			return w->ops[i];
-	return CStringGetTextDatum(op);
-}
-
 // Forgets the upstream transaction's state once it ended (committed or aborted).
 void end_transaction(Writer *w) {
 	w->in_transaction = false;
@@ -714,13 +705,28 @@ Datum indexed_image(Writer *w, Target *t, const AuditRelation *relation, Datum r
 
 } // namespace
 
+const char *op_name(Op op) {
+	switch (op) {
+	case Op::Insert:
+		return "INSERT";
+	case Op::Update:
+		return "UPDATE";
+	case Op::Delete:
+		return "DELETE";
+	case Op::Truncate:
+		return "TRUNCATE";
+	case Op::Snapshot:
+		return "SNAPSHOT";
+	}
+	return "unknown";
+}
+
 Writer *writer_create(const char *subscription, MemoryContext context) {
 	Writer *w = static_cast<Writer *>(MemoryContextAllocZero(context, sizeof(Writer)));
 	MemoryContext caller = MemoryContextSwitchTo(context);
 	w->subscription = PointerGetDatum(cstring_to_text(subscription));
-	const char *ops[] = {"INSERT", "UPDATE", "DELETE", "TRUNCATE"};
-	for (int i = 0; i < 4; i++)
-		w->ops[i] = CStringGetTextDatum(ops[i]);
+	for (int i = 0; i < kOps; i++)
+		w->ops[i] = CStringGetTextDatum(op_name(static_cast<Op>(i)));
 	MemoryContextSwitchTo(caller);
 	w->txn_context = AllocSetContextCreate(context, "logical_audit writer transaction", ALLOCSET_DEFAULT_SIZES);
 	w->row_context = AllocSetContextCreate(context, "logical_audit writer row", ALLOCSET_DEFAULT_SIZES);
@@ -746,7 +752,7 @@ void writer_begin(Writer *w, const po::Begin &begin) {
 
 void writer_change(Writer *w, const ChangeRow &row) {
 	if (!w->in_transaction)
-		misplaced(row.op, false);
+		misplaced(op_name(row.op), false);
 	if (w->ordinal == PG_INT32_MAX)
 		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 		                errmsg("upstream transaction has more than %d changes", PG_INT32_MAX)));
@@ -756,7 +762,7 @@ void writer_change(Writer *w, const ChangeRow &row) {
 	    w->subscription,
 	    LSNGetDatum(w->final_lsn),
 	    Int32GetDatum(w->ordinal + 1),
-	    op_text(w, row.op),
+	    w->ops[static_cast<int>(row.op)],
 	    copy_varlena(row.schema_name, false, &t->buffered_bytes), // a new Relation message frees the names
 	    copy_varlena(row.table_name, false, &t->buffered_bytes),
 	    copy_varlena(row.old_row.value, row.old_row.isnull, &t->buffered_bytes),

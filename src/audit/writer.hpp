@@ -25,9 +25,16 @@ Writer *writer_create(const char *subscription, MemoryContext context);
 // the current statement start timestamp (the caller sets it when the Begin arrives).
 void writer_begin(Writer *writer, const pgoutput::Begin &begin);
 
+// The operation of a change row, stored as its name (op_name).
+enum class Op { Insert, Update, Delete, Truncate, Snapshot };
+constexpr int kOps = 5;
+
+// INSERT, UPDATE, DELETE, TRUNCATE or SNAPSHOT.
+const char *op_name(Op op);
+
 // One row of logical_audit.change, as the worker decoded it. NULLs are isnull flags.
 struct ChangeRow {
-	const char *op;                // INSERT, UPDATE, DELETE, TRUNCATE or SNAPSHOT
+	Op op;
 	Datum schema_name;             // text
 	Datum table_name;              // text
 	NullableDatum old_row;         // jsonb

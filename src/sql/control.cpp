@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "guc.hpp"
+#include "options.hpp"
 #include "audit/spool.hpp"
 #include "stream/connection.hpp"
 #include "worker/shmem.hpp"
@@ -35,9 +36,8 @@ struct NewSubscription {
 	char *slot_name;
 	bool create_slot;
 	bool enabled;
-	Jsonb *options;
-	bool snapshot;  // the worker creates the slot and copies the existing rows
-	bool two_phase; // the slot decodes prepared transactions
+	Jsonb *options_json;
+	Options options;
 };
 
 bool wake_at_commit = false;
@@ -172,49 +172,9 @@ void check_publications(ArrayType *publications) {
 	}
 }
 
-// The options a subscription takes.
-const char *const kOptions[] = {"messages", "streaming", "binary", "two_phase", "snapshot", "row_history"};
-
-// Checks one option: a known key with a boolean value.
-void check_option(const char *key, const JsonbValue &value) {
-	bool known = false;
-	for (const char *o : kOptions)
-		known = known || strcmp(key, o) == 0;
-	if (!known)
-		ereport(ERROR,
-		        (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("unknown option \"%s\"", key),
-		         errdetail("The options are messages, streaming, binary, two_phase, snapshot and row_history.")));
-	if (value.type != jbvBool)
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("option \"%s\" must be a boolean", key)));
-}
-
-// Checks the options object, key by key.
-void check_options(Jsonb *options) {
-	if (!JB_ROOT_IS_OBJECT(options))
-		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("options must be a JSON object")));
-	JsonbIterator *it = JsonbIteratorInit(&options->root);
-	JsonbValue value;
-	JsonbIteratorToken token;
-	while ((token = JsonbIteratorNext(&it, &value, true)) != WJB_DONE) {
-		if (token != WJB_KEY)
-			continue;
-		char *key = pnstrdup(value.val.string.val, value.val.string.len);
-		token = JsonbIteratorNext(&it, &value, true);
-		Assert(token == WJB_VALUE);
-		check_option(key, value);
-	}
-}
-
-// Whether a boolean option is set to true.
-bool option_true(Jsonb *options, const char *key) {
-	JsonbValue value;
-	return getKeyJsonValueFromContainer(&options->root, key, strlen(key), &value) != nullptr && value.type == jbvBool &&
-	       value.val.boolean;
-}
-
 // The baseline snapshot is copied as of the slot's creation, so the worker must create the slot.
 void check_snapshot_option(const NewSubscription &sub) {
-	if (sub.snapshot && !sub.create_slot)
+	if (sub.options.snapshot && !sub.create_slot)
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("option \"snapshot\" requires create_slot"),
 		                errdetail("The existing rows are copied as of the moment the slot is created."),
 		                errhint("Pass create_slot => true, with a slot name that does not exist upstream.")));
@@ -232,10 +192,8 @@ NewSubscription parse_arguments(FunctionCallInfo fcinfo) {
 	sub.create_slot = required_bool(fcinfo, 4, "create_slot");
 	sub.enabled = required_bool(fcinfo, 5, "enabled");
 	require_argument(fcinfo, 6, "options");
-	sub.options = PG_GETARG_JSONB_P(6);
-	check_options(sub.options);
-	sub.snapshot = option_true(sub.options, "snapshot");
-	sub.two_phase = option_true(sub.options, "two_phase");
+	sub.options_json = PG_GETARG_JSONB_P(6);
+	sub.options = options_from_jsonb(sub.options_json);
 	check_snapshot_option(sub);
 	return sub;
 }
@@ -325,7 +283,7 @@ bool prepare_upstream(PGconn *conn, const NewSubscription &sub) {
 		                errhint("Create them upstream with CREATE PUBLICATION, or correct the publications.")));
 	char plugin[NAMEDATALEN] = "";
 	if (stream::slot_exists(conn, sub.slot_name, plugin, sizeof plugin)) {
-		if (sub.snapshot)
+		if (sub.options.snapshot)
 			require_new_slot(sub);
 		if (strcmp(plugin, "pgoutput") != 0)
 			ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
@@ -338,9 +296,9 @@ bool prepare_upstream(PGconn *conn, const NewSubscription &sub) {
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
 		                errmsg("replication slot \"%s\" does not exist upstream", sub.slot_name),
 		                errhint("Pass create_slot => true to create it.")));
-	if (sub.snapshot)
+	if (sub.options.snapshot)
 		return false;
-	(void)stream::create_slot(conn, sub.slot_name, {sub.two_phase, /* export_snapshot */ false});
+	(void)stream::create_slot(conn, sub.slot_name, {sub.options.two_phase, /* export_snapshot */ false});
 	return true;
 }
 
@@ -378,7 +336,7 @@ int insert_subscription(const NewSubscription &sub) {
 	                   PointerGetDatum(sub.publications),
 	                   NameGetDatum(&slot_name),
 	                   BoolGetDatum(sub.enabled),
-	                   JsonbPGetDatum(sub.options)};
+	                   JsonbPGetDatum(sub.options_json)};
 	spi_run("INSERT INTO logical_audit.subscription (id, name, conninfo, publications, slot_name, enabled, options) "
 	        "OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7)",
 	        7, types, values, false, SPI_OK_INSERT);
@@ -523,7 +481,7 @@ extern "C" Datum logical_audit_create_subscription(PG_FUNCTION_ARGS) {
 	MemoryContext context = CurrentMemoryContext;
 	SPI_connect();
 	la::lock_and_check_unique(sub.name);
-	if (sub.snapshot)
+	if (sub.options.snapshot)
 		la::check_no_earlier_snapshot(sub.name);
 	// The slot is created before anything of this transaction takes a transaction id (see
 	// lock_and_check_unique); whatever fails after it drops it again.

@@ -5,6 +5,7 @@
 // Relation and Type messages are learnt with the audit's own Relations, so this function shows
 // exactly what the worker would write. Everything in scope while PostgreSQL may raise an error is
 // trivially destructible (decoded messages are views into the bytea elements).
+#include "audit/decode_error.hpp"
 #include "audit/relations.hpp"
 #include "pgoutput/decoder.hpp"
 
@@ -54,16 +55,6 @@ bool decode_guarded(po::Decoder &decoder, const uint8_t *data, size_t size, po::
 		threw = true;
 		return false;
 	}
-}
-
-// Raises the error for a message the decoder rejected.
-void report_decode_error(const po::DecodeError &e, size_t size) {
-	bool known = size > 0 && strcmp(e.message, "unknown") != 0;
-	char *reason = pstrdup(e.reason);
-	reason[0] = pg_toupper(static_cast<unsigned char>(reason[0]));
-	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
-	                known ? errmsg("malformed pgoutput %s message", e.message) : errmsg("malformed pgoutput message"),
-	                errdetail("%s at byte offset %zu.", reason, e.offset)));
 }
 
 // The relation a change names, which a Relation message must have announced.
@@ -156,7 +147,7 @@ void decode_message(RowsState &state, po::Decoder &decoder, Datum element) {
 		if (threw)
 			ereport(ERROR,
 			        (errcode(ERRCODE_INTERNAL_ERROR), errmsg("unexpected C++ exception in the pgoutput decoder")));
-		report_decode_error(error, size);
+		audit::report_decode_error(error);
 	}
 	handle_message(state, message);
 }

@@ -4,6 +4,7 @@
 // The object is built token by token with pushJsonbValue. Everything in scope while PostgreSQL
 // may raise an error is trivially destructible (the decoded message is a set of views into the
 // bytea), so an ereport's longjmp abandons nothing.
+#include "audit/decode_error.hpp"
 #include "pgoutput/decoder.hpp"
 
 #include <cstddef>
@@ -498,16 +499,10 @@ const char *decode_hint(const uint8_t *data, size_t size, bool in_stream, int pr
 	return nullptr;
 }
 
-// Raises the error for a message the decoder rejected.
-void report_decode_error(const po::DecodeError &e, const uint8_t *data, size_t size, bool in_stream,
-                         int proto_version) {
-	bool known = size > 0 && strcmp(e.message, "unknown") != 0;
-	char *reason = pstrdup(e.reason);
-	reason[0] = pg_toupper(static_cast<unsigned char>(reason[0]));
-	const char *hint = decode_hint(data, size, in_stream, proto_version, known);
-	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
-	                known ? errmsg("malformed pgoutput %s message", e.message) : errmsg("malformed pgoutput message"),
-	                errdetail("%s at byte offset %zu.", reason, e.offset), hint ? errhint("%s", hint) : 0));
+// Raises the error for a message the decoder rejected, with a hint at the settings it decodes with.
+void report_rejected(const po::DecodeError &e, const uint8_t *data, size_t size, bool in_stream, int proto_version) {
+	bool known = e.type != 0 && strcmp(e.message, "unknown") != 0;
+	audit::report_decode_error(e, decode_hint(data, size, in_stream, proto_version, known));
 }
 
 // Rejects settings no pgoutput stream can have.
@@ -542,7 +537,7 @@ extern "C" Datum pgoutput_to_jsonb(PG_FUNCTION_ARGS) {
 		if (threw)
 			ereport(ERROR,
 			        (errcode(ERRCODE_INTERNAL_ERROR), errmsg("unexpected C++ exception in the pgoutput decoder")));
-		logical_audit::report_decode_error(error, bytes, size, in_stream, proto_version);
+		logical_audit::report_rejected(error, bytes, size, in_stream, proto_version);
 	}
 	PG_RETURN_JSONB_P(logical_audit::message_to_jsonb(message, bytes, static_cast<char>(bytes[0]), in_stream));
 }

@@ -17,6 +17,7 @@
 //
 // Everything here is plain data: an ERROR anywhere unwinds to the worker's retry loop, which calls
 // session_cleanup().
+#include "audit/decode_error.hpp"
 #include "audit/row_image.hpp"
 #include "pgoutput/decoder.hpp"
 #include "stream/connection.hpp"
@@ -147,13 +148,6 @@ void send_status_if_due() {
 		send_status(false);
 }
 
-// Raises the error for a message the decoder rejected.
-void report_malformed(const po::DecodeError &error) {
-	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("malformed pgoutput %s message", error.message),
-	                errdetail("%c%s at byte offset %zu.", pg_toupper(static_cast<unsigned char>(error.reason[0])),
-	                          error.reason + 1, error.offset)));
-}
-
 // The relation a change names; an id no Relation message announced is a protocol violation.
 const audit::AuditRelation *find_relation(WorkerContext &w, po::Oid relation_id) {
 	const audit::AuditRelation *relation = audit::relations_find(w.relations, relation_id);
@@ -180,9 +174,9 @@ NullableDatum old_row(const audit::AuditRelation *relation, po::OldTuple kind, c
 }
 
 // Records one row change: INSERT (new row), UPDATE (old row when sent, new row), DELETE (old row).
-void apply_row(WorkerContext &w, const char *op, po::Oid relation_id, po::OldTuple old_kind,
+void apply_row(WorkerContext &w, audit::Op op, po::Oid relation_id, po::OldTuple old_kind,
                const po::TupleData &old_tuple, const po::TupleData *new_tuple) {
-	require_transaction(w, op);
+	require_transaction(w, audit::op_name(op));
 	const audit::AuditRelation *relation = find_relation(w, relation_id);
 	audit::ChangeRow row = {op,
 	                        relation->nspname_text,
@@ -196,7 +190,8 @@ void apply_row(WorkerContext &w, const char *op, po::Oid relation_id, po::OldTup
 		row.new_row.value =
 		    audit::tuple_to_jsonb(relation, *new_tuple, false, &row.unchanged_toast.value, &row.unchanged_toast.isnull);
 	row.new_row.isnull = new_tuple == nullptr;
-	audit::complete_change(w.writer, relation, row, old_kind, old_tuple, new_tuple, w.subscription->row_history);
+	audit::complete_change(w.writer, relation, row, old_kind, old_tuple, new_tuple,
+	                       w.subscription->options.row_history);
 	audit::writer_change(w.writer, row);
 	session.changes++;
 }
@@ -206,8 +201,8 @@ void apply_truncate(WorkerContext &w, const po::Truncate &m) {
 	require_transaction(w, "truncate");
 	for (uint32_t i = 0; i < m.relation_ids.size(); i++) {
 		const audit::AuditRelation *relation = find_relation(w, m.relation_ids[i]);
-		audit::ChangeRow row = {"TRUNCATE",       relation->nspname_text, relation->relname_text, {(Datum)0, true},
-		                        {(Datum)0, true}, {(Datum)0, true},       {(Datum)0, true},       {(Datum)0, true}};
+		audit::ChangeRow row = {audit::Op::Truncate, relation->nspname_text, relation->relname_text, {(Datum)0, true},
+		                        {(Datum)0, true},    {(Datum)0, true},       {(Datum)0, true},       {(Datum)0, true}};
 		audit::writer_change(w.writer, row);
 		session.changes++;
 	}
@@ -345,7 +340,7 @@ bool replay(WorkerContext &w, po::Xid xid, bool prepared, bool apply_changes, XL
 		else
 			decoder.reset();
 		if (!decoder.decode(data, size, message, error))
-			report_malformed(error);
+			audit::report_decode_error(error);
 		if (const po::PrepareFields *p = prepare_fields(message)) {
 			*prepare_lsn = p->prepare_lsn;
 			if (apply_changes)
@@ -548,53 +543,68 @@ void spool_message(WorkerContext &w, const po::Message &message, const po::XLogD
 		spool_prepared(w, message, x);
 }
 
-// Applies one decoded pgoutput message.
+// An overload set of handlers, one per message type, for std::visit.
+template <typename... Handlers>
+struct Overloaded : Handlers... {
+	using Handlers::operator()...;
+};
+template <typename... Handlers>
+Overloaded(Handlers...) -> Overloaded<Handlers...>;
+
+// Raises the error for a message that arrived where the protocol does not send it.
+void unexpected_message() {
+	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
+	                errmsg("unexpected pgoutput message in protocol version %d", session.decoder.protocol_version()),
+	                errdetail("The message arrived where the protocol does not send it.")));
+}
+
+// Applies one decoded pgoutput message: one handler per message type, and the compiler checks
+// that every type has one (no catch-all). Prepare and Stream Prepare are handled before, where
+// they end a spooled transaction.
 void apply(WorkerContext &w, const po::Message &message) {
-	if (auto *m = std::get_if<po::Insert>(&message)) {
-		apply_row(w, "INSERT", m->relation_id, po::OldTuple::None, {}, &m->new_tuple);
-	} else if (auto *m = std::get_if<po::Update>(&message)) {
-		apply_row(w, "UPDATE", m->relation_id, m->old_kind, m->old_tuple, &m->new_tuple);
-	} else if (auto *m = std::get_if<po::Delete>(&message)) {
-		apply_row(w, "DELETE", m->relation_id, m->old_kind, m->old_tuple, nullptr);
-	} else if (auto *m = std::get_if<po::Begin>(&message)) {
-		apply_begin(w, *m);
-	} else if (auto *m = std::get_if<po::Commit>(&message)) {
-		apply_commit(w, *m);
-	} else if (auto *m = std::get_if<po::Relation>(&message)) {
-		require_transaction(w, "relation"); // its types are looked up in the catalogs
-		audit::relations_add(w.relations, *m);
-	} else if (auto *m = std::get_if<po::Type>(&message)) {
-		audit::relations_add_type(w.relations, *m);
-	} else if (auto *m = std::get_if<po::Truncate>(&message)) {
-		apply_truncate(w, *m);
-	} else if (auto *m = std::get_if<po::LogicalMessage>(&message)) {
-		apply_message(w, *m);
-	} else if (auto *m = std::get_if<po::Origin>(&message)) {
-		audit::writer_origin(w.writer, *m);
-	} else if (auto *m = std::get_if<po::StreamStart>(&message)) {
-		position.xid = m->xid;
-		audit::spool_open(w.spool, m->xid, m->first_segment);
-	} else if (std::holds_alternative<po::StreamStop>(message)) {
-		audit::spool_close(w.spool);
-	} else if (auto *m = std::get_if<po::StreamCommit>(&message)) {
-		apply_stream_commit(w, *m);
-	} else if (auto *m = std::get_if<po::StreamAbort>(&message)) {
-		position.xid = m->xid;
-		audit::spool_abort(w.spool, m->xid, m->subxid);
-	} else if (auto *m = std::get_if<po::BeginPrepare>(&message)) {
-		apply_begin_prepare(w, *m);
-	} else if (auto *m = std::get_if<po::CommitPrepared>(&message)) {
-		position.xid = m->xid;
-		apply_commit_prepared(w, *m);
-	} else if (auto *m = std::get_if<po::RollbackPrepared>(&message)) {
-		position.xid = m->xid;
-		apply_rollback_prepared(w, *m);
-	} else {
-		ereport(ERROR,
-		        (errcode(ERRCODE_PROTOCOL_VIOLATION),
-		         errmsg("unexpected pgoutput message in protocol version %d", session.decoder.protocol_version()),
-		         errdetail("The message arrived where the protocol does not send it.")));
-	}
+	std::visit(Overloaded{
+	               [&](const po::Begin &m) { apply_begin(w, m); },
+	               [&](const po::Commit &m) { apply_commit(w, m); },
+	               [&](const po::Origin &m) { audit::writer_origin(w.writer, m); },
+	               [&](const po::Relation &m) {
+		               require_transaction(w, "relation"); // its types are looked up in the catalogs
+		               audit::relations_add(w.relations, m);
+	               },
+	               [&](const po::Type &m) { audit::relations_add_type(w.relations, m); },
+	               [&](const po::Insert &m) {
+		               apply_row(w, audit::Op::Insert, m.relation_id, po::OldTuple::None, {}, &m.new_tuple);
+	               },
+	               [&](const po::Update &m) {
+		               apply_row(w, audit::Op::Update, m.relation_id, m.old_kind, m.old_tuple, &m.new_tuple);
+	               },
+	               [&](const po::Delete &m) {
+		               apply_row(w, audit::Op::Delete, m.relation_id, m.old_kind, m.old_tuple, nullptr);
+	               },
+	               [&](const po::Truncate &m) { apply_truncate(w, m); },
+	               [&](const po::LogicalMessage &m) { apply_message(w, m); },
+	               [&](const po::StreamStart &m) {
+		               position.xid = m.xid;
+		               audit::spool_open(w.spool, m.xid, m.first_segment);
+	               },
+	               [&](const po::StreamStop &) { audit::spool_close(w.spool); },
+	               [&](const po::StreamCommit &m) { apply_stream_commit(w, m); },
+	               [&](const po::StreamAbort &m) {
+		               position.xid = m.xid;
+		               audit::spool_abort(w.spool, m.xid, m.subxid);
+	               },
+	               [&](const po::BeginPrepare &m) { apply_begin_prepare(w, m); },
+	               [&](const po::Prepare &) { unexpected_message(); },
+	               [&](const po::StreamPrepare &) { unexpected_message(); },
+	               [&](const po::CommitPrepared &m) {
+		               position.xid = m.xid;
+		               apply_commit_prepared(w, m);
+	               },
+	               [&](const po::RollbackPrepared &m) {
+		               position.xid = m.xid;
+		               apply_rollback_prepared(w, m);
+	               },
+	           },
+	           message);
 }
 
 // Notes a WAL position the upstream sent. The upstream's end of WAL is never behind it: after a
@@ -613,7 +623,7 @@ void handle_xlogdata(WorkerContext &w, const po::XLogData &x) {
 	po::Message message;
 	po::DecodeError error;
 	if (!session.decoder.decode(x.data, x.size, message, error))
-		report_malformed(error);
+		audit::report_decode_error(error);
 	if (auto *p = std::get_if<po::Prepare>(&message))
 		apply_prepare(w, *p, x, false);
 	else if (auto *p = std::get_if<po::StreamPrepare>(&message))
@@ -643,7 +653,7 @@ void handle_copy_data(WorkerContext &w, const char *data, int size) {
 	po::DecodeError error;
 	session.ping_sent = false;
 	if (!po::decode_copy_data(reinterpret_cast<const uint8_t *>(data), size, copy, error))
-		report_malformed(error);
+		audit::report_decode_error(error);
 	if (auto *x = std::get_if<po::XLogData>(&copy))
 		handle_xlogdata(w, *x);
 	else
@@ -721,7 +731,7 @@ void start(WorkerContext &w) {
 	stream::SystemIdentity upstream = stream::identify_system(session.conn);
 	// Flushed first: a commit of an earlier session may still be in the local WAL buffers only.
 	XLogRecPtr origin_lsn = replorigin_session_get_progress(true);
-	if (sub->snapshot && origin_lsn == InvalidXLogRecPtr)
+	if (sub->options.snapshot && origin_lsn == InvalidXLogRecPtr)
 		origin_lsn = take_snapshot(w, session.conn);
 	position.lsn = origin_lsn;
 	check_slot_at_start(w, session.conn, origin_lsn, upstream.xlogpos);
@@ -730,16 +740,16 @@ void start(WorkerContext &w) {
 	options.start_lsn = origin_lsn;
 	// Protocol 2 streams large transactions (PostgreSQL 14 on); protocol 1 sends each whole at commit.
 	// Protocol 3 (PostgreSQL 15 on) decodes prepared transactions at their PREPARE.
-	options.streaming = sub->streaming && PQserverVersion(session.conn) >= 140000;
-	options.two_phase = sub->two_phase;
+	options.streaming = sub->options.streaming && PQserverVersion(session.conn) >= 140000;
+	options.two_phase = sub->options.two_phase;
 	if (options.two_phase && PQserverVersion(session.conn) < 150000)
 		ereport(ERROR, (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 		                errmsg("option \"two_phase\" needs an upstream running PostgreSQL 15 or later")));
 	options.proto_version = options.two_phase ? 3 : options.streaming ? 2 : 1;
 	options.publications = sub->publications;
-	options.messages = sub->messages;
+	options.messages = sub->options.messages;
 	audit::spool_remove_all(w.spool); // what an earlier session spooled is streamed again
-	options.binary = sub->binary;
+	options.binary = sub->options.binary;
 	stream::start_replication(session.conn, options);
 	session.decoder = po::Decoder(options.proto_version);
 	session.received = session.flushed = session.upstream = session.reported = origin_lsn;

@@ -4,6 +4,7 @@
 #include "audit/relations.hpp"
 #include "audit/spool.hpp"
 #include "audit/writer.hpp"
+#include "options.hpp"
 #include "worker/shmem.hpp"
 
 #include "pg.hpp"
@@ -17,12 +18,7 @@ struct Subscription {
 	char *conninfo;
 	ArrayType *publications;
 	char *slot_name;
-	bool messages;    // audit logical messages
-	bool streaming;   // large transactions arrive streamed (protocol 2) and are spooled
-	bool binary;      // tuple data in binary
-	bool two_phase;   // prepared transactions are decoded at PREPARE (protocol 3)
-	bool snapshot;    // the existing rows are copied when the slot is created
-	bool row_history; // change rows carry row_key; UPDATEs are completed from the row's latest image
+	Options options;
 };
 
 // What a session needs and keeps across sessions of the same worker.

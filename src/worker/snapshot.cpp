@@ -176,10 +176,10 @@ Datum jsonb_from_text(const char *text) {
 
 // Records one copied row: its published columns as new_row, its key (text or nullptr) as row_key.
 void record_row(WorkerContext &w, const CopiedTable &table, const char *row, const char *key) {
-	audit::ChangeRow change = {"SNAPSHOT",       table.schema_text, table.table_text, {(Datum)0, true},
-	                           {(Datum)0, true}, {(Datum)0, true},  {(Datum)0, true}, {(Datum)0, true}};
+	audit::ChangeRow change = {audit::Op::Snapshot, table.schema_text, table.table_text, {(Datum)0, true},
+	                           {(Datum)0, true},    {(Datum)0, true},  {(Datum)0, true}, {(Datum)0, true}};
 	change.new_row = {jsonb_from_text(row), false};
-	if (key != nullptr && w.subscription->row_history)
+	if (key != nullptr && w.subscription->options.row_history)
 		change.row_key = {jsonb_from_text(key), false};
 	audit::writer_change(w.writer, change);
 }
@@ -263,7 +263,7 @@ void commit_snapshot(WorkerContext &w, const CopyResult &copy) {
 // was audited from it: the origin is still at 0).
 stream::CreatedSlot create_exporting_slot(PGconn *conn, const Subscription *sub) {
 	stream::drop_slot(conn, sub->slot_name, true);
-	stream::CreatedSlot slot = stream::create_slot(conn, sub->slot_name, {sub->two_phase, true});
+	stream::CreatedSlot slot = stream::create_slot(conn, sub->slot_name, {sub->options.two_phase, true});
 	ereport(LOG, (errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 	              errmsg("subscription \"%s\" created replication slot \"%s\" and copies the published tables as of "
 	                     "%X/%X",

@@ -23,13 +23,7 @@ Subscription *load_subscription(int id) {
 	Oid types[1] = {INT4OID};
 	Datum values[1] = {Int32GetDatum(id)};
 	SPI_connect();
-	int rc = SPI_execute_with_args("SELECT name, conninfo, publications, slot_name::text, "
-	                               "coalesce((options->>'messages')::boolean, true), "
-	                               "coalesce((options->>'streaming')::boolean, true), "
-	                               "coalesce((options->>'binary')::boolean, false), "
-	                               "coalesce((options->>'two_phase')::boolean, false), "
-	                               "coalesce((options->>'snapshot')::boolean, false), "
-	                               "coalesce((options->>'row_history')::boolean, true) "
+	int rc = SPI_execute_with_args("SELECT name, conninfo, publications, slot_name::text, options "
 	                               "FROM logical_audit.subscription WHERE id = $1 AND enabled FOR SHARE",
 	                               1, types, values, nullptr, false, 1);
 	if (rc != SPI_OK_SELECT)
@@ -45,12 +39,7 @@ Subscription *load_subscription(int id) {
 		sub->conninfo = SPI_getvalue(row, desc, 2);
 		sub->publications = DatumGetArrayTypePCopy(SPI_getbinval(row, desc, 3, &isnull));
 		sub->slot_name = SPI_getvalue(row, desc, 4);
-		sub->messages = DatumGetBool(SPI_getbinval(row, desc, 5, &isnull));
-		sub->streaming = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
-		sub->binary = DatumGetBool(SPI_getbinval(row, desc, 7, &isnull));
-		sub->two_phase = DatumGetBool(SPI_getbinval(row, desc, 8, &isnull));
-		sub->snapshot = DatumGetBool(SPI_getbinval(row, desc, 9, &isnull));
-		sub->row_history = DatumGetBool(SPI_getbinval(row, desc, 10, &isnull));
+		sub->options = options_from_jsonb(DatumGetJsonbP(SPI_getbinval(row, desc, 5, &isnull)));
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
