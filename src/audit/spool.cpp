@@ -10,6 +10,7 @@
 // aborted subtransaction's changes, and those of the subtransactions nested in it, all follow that
 // offset (the upstream streams a transaction's changes in WAL order), so the file is cut there.
 #include "audit/spool.hpp"
+#include "recovery.hpp"
 
 #include "pg.hpp"
 
@@ -261,6 +262,7 @@ Spool *spool_create(int subscription_id, MemoryContext context) {
 	s->txns = static_cast<StreamedTxn *>(MemoryContextAlloc(context, sizeof(StreamedTxn) * s->capacity));
 	s->buffer = static_cast<char *>(MemoryContextAlloc(context, kBufferSize));
 	s->fd = -1;
+	on_error_cleanup([](void *spool) { spool_close_files(static_cast<Spool *>(spool)); }, s);
 	return s;
 }
 

@@ -20,7 +20,8 @@ namespace logical_audit::audit {
 
 struct Spool; // opaque
 
-// Creates the spool of a subscription; its memory lives in context.
+// Creates the spool of a subscription; its memory lives in context. spool_close_files runs after
+// every ERROR (an error cleanup, see recovery.hpp).
 Spool *spool_create(int subscription_id, MemoryContext context);
 
 // Removes every stream file of the subscription and forgets their transactions (session start).

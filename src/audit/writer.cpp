@@ -27,6 +27,7 @@
 #include <string_view>
 
 #include "audit/writer.hpp"
+#include "recovery.hpp"
 
 #include "pg.hpp"
 
@@ -734,6 +735,7 @@ Writer *writer_create(const char *subscription, MemoryContext context) {
 		t.batch = AllocSetContextCreate(context, "logical_audit writer batch", ALLOCSET_DEFAULT_SIZES);
 		t.s.context = AllocSetContextCreate(context, "logical_audit writer slots", ALLOCSET_DEFAULT_SIZES);
 	}
+	on_error_cleanup([](void *writer) { writer_reset(static_cast<Writer *>(writer)); }, w);
 	return w;
 }
 

@@ -18,7 +18,8 @@ namespace logical_audit::audit {
 
 struct Writer; // opaque
 
-// Creates a writer for the named subscription; its memory lives in context.
+// Creates a writer for the named subscription; its memory lives in context. writer_reset runs
+// after every ERROR (an error cleanup, see recovery.hpp).
 Writer *writer_create(const char *subscription, MemoryContext context);
 
 // Starts an upstream transaction, in the open local transaction or in a new one. Its audited_at is

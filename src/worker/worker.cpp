@@ -2,6 +2,7 @@
 // origin, then runs replication sessions, retrying after errors with exponential backoff (1 s to
 // 60 s) while status shows waiting_retry and the error. SIGTERM (stop) ends it at once.
 #include "guc.hpp"
+#include "recovery.hpp"
 #include "worker/session.hpp"
 #include "worker/worker.hpp"
 
@@ -93,7 +94,8 @@ void record_error(WorkerSlot *slot, const ErrorData *edata) {
 	slot_set_error(slot, text);
 }
 
-// Runs one session; on ERROR logs it, records it in status, and undoes the session's state.
+// Runs one session; on ERROR logs it, aborts the local transaction, runs the error cleanups every
+// module registered (recovery.hpp) and records the error in status.
 void run_guarded(WorkerContext &w) {
 	MemoryContext worker_context = CurrentMemoryContext;
 	PG_TRY();
@@ -106,11 +108,7 @@ void run_guarded(WorkerContext &w) {
 		EmitErrorReport();
 		FlushErrorState();
 		AbortOutOfAnyTransaction();
-		audit::writer_reset(w.writer);
-		session_cleanup();
-		audit::spool_close_files(w.spool);
-		MemoryContextReset(w.message_context);
-		MemoryContextReset(w.replay_context);
+		run_error_cleanups();
 		record_error(w.slot, edata);
 		FreeErrorData(edata);
 		RESUME_INTERRUPTS();
@@ -142,6 +140,9 @@ WorkerContext make_context(Subscription *sub, WorkerSlot *slot) {
 	    sub->id, AllocSetContextCreate(TopMemoryContext, "logical_audit spool", ALLOCSET_DEFAULT_SIZES));
 	w.message_context = AllocSetContextCreate(TopMemoryContext, "logical_audit message", ALLOCSET_DEFAULT_SIZES);
 	w.replay_context = AllocSetContextCreate(TopMemoryContext, "logical_audit replay", ALLOCSET_DEFAULT_SIZES);
+	for (MemoryContext context : {w.message_context, w.replay_context})
+		on_error_cleanup([](void *c) { MemoryContextReset(static_cast<MemoryContext>(c)); }, context);
+	on_error_cleanup([](void *) { session_cleanup(); }, nullptr);
 	return w;
 }
 
