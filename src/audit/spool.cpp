@@ -204,7 +204,7 @@ void note_subxact(Spool *s, StreamedTxn *t, po::Xid xid) {
 }
 
 // Which of a subscription's files a directory scan takes.
-enum class Files { Stream, All };
+enum class Files { Stream, Prepared, All };
 
 // The xid of a spool file of the subscription (stream, or also prepared with Files::All), or
 // kInvalidXid when the entry is none.
@@ -218,7 +218,8 @@ po::Xid spool_file_xid(int subscription_id, const char *name, Files files) {
 		return po::kInvalidXid;
 	bool stream = strcmp(suffix, kStreamSuffix) == 0;
 	bool prepared = strcmp(suffix, kPreparedSuffix) == 0;
-	return stream || (prepared && files == Files::All) ? xid : po::kInvalidXid;
+	bool taken = files == Files::All || (files == Files::Stream ? stream : prepared);
+	return (stream || prepared) && taken ? xid : po::kInvalidXid;
 }
 
 // Removes the subscription's files that a scan takes and keep() does not keep. The directory is
@@ -455,6 +456,28 @@ bool spool_files_exist(int subscription_id) {
 		found = spool_file_xid(subscription_id, entry->d_name, Files::All) != po::kInvalidXid;
 	closedir(dir);
 	return found;
+}
+
+po::Xid *spool_prepared_xids(Spool *s, int *count) {
+	*count = 0;
+	int capacity = 0;
+	po::Xid *xids = nullptr;
+	DIR *dir = opendir(kDirectory);
+	if (dir == nullptr)
+		return nullptr;
+	while (struct dirent *entry = readdir(dir)) {
+		po::Xid xid = spool_file_xid(s->subscription_id, entry->d_name, Files::Prepared);
+		if (xid == po::kInvalidXid)
+			continue;
+		if (*count == capacity) {
+			capacity = Max(8, capacity * 2);
+			xids = static_cast<po::Xid *>(xids == nullptr ? palloc(sizeof(po::Xid) * capacity)
+			                                              : repalloc(xids, sizeof(po::Xid) * capacity));
+		}
+		xids[(*count)++] = xid;
+	}
+	closedir(dir);
+	return xids;
 }
 
 void spool_sweep(Spool *s) {

@@ -46,6 +46,9 @@ bool spool_describe(Spool *spool, Oid relation_id);
 // Stops appending (Stream Stop): the buffered bytes reach the file.
 void spool_close(Spool *spool);
 
+// The xids of the subscription's prepared transactions' files (palloc'd).
+pgoutput::Xid *spool_prepared_xids(Spool *spool, int *count);
+
 // Removes the subscription's stream files of transactions not in progress in this session: none
 // should exist, and one that does (left by a path that failed to remove it) would never go.
 void spool_sweep(Spool *spool);

@@ -320,8 +320,9 @@ const po::PrepareFields *prepare_fields(const po::Message &message) {
 // Applies the spooled messages of a streamed or prepared transaction, in the order they arrived,
 // each decoded as it came (inside a stream block of that transaction or not). A prepared
 // transaction's file ends with its Prepare, which marks the upstream transaction as prepared; with
-// apply_changes false, only that is read, into *prepare_lsn. False when there is no such file.
-bool replay(WorkerContext &w, po::Xid xid, bool prepared, bool apply_changes, XLogRecPtr *prepare_lsn) {
+// apply_changes false, only that is read, into *prepare (its gid copied into the caller's memory).
+// False when there is no such file.
+bool replay(WorkerContext &w, po::Xid xid, bool prepared, bool apply_changes, po::PrepareFields *prepare) {
 	if (!audit::spool_replay_start(w.spool, xid, prepared))
 		return false;
 	po::Decoder decoder(session.decoder.protocol_version());
@@ -342,7 +343,11 @@ bool replay(WorkerContext &w, po::Xid xid, bool prepared, bool apply_changes, XL
 		if (!decoder.decode(data, size, message, error))
 			audit::report_decode_error(error);
 		if (const po::PrepareFields *p = prepare_fields(message)) {
-			*prepare_lsn = p->prepare_lsn;
+			*prepare = *p;
+			char *gid = static_cast<char *>(MemoryContextAlloc(caller, p->gid.size() + 1));
+			memcpy(gid, p->gid.data(), p->gid.size());
+			gid[p->gid.size()] = '\0';
+			prepare->gid = std::string_view(gid, p->gid.size());
 			if (apply_changes)
 				audit::writer_prepared(w.writer, p->gid, p->prepare_time, false);
 		} else if (apply_changes) {
@@ -364,7 +369,7 @@ bool replay(WorkerContext &w, po::Xid xid, bool prepared, bool apply_changes, XL
 // upstream transaction. The spool file goes once it is read: if the local commit fails, the
 // upstream streams the transaction again from its first segment.
 void apply_stream_commit(WorkerContext &w, const po::StreamCommit &m) {
-	XLogRecPtr unused;
+	po::PrepareFields unused{};
 	apply_begin(w, po::Begin{m.commit_lsn, m.commit_time, m.xid});
 	if (!replay(w, m.xid, false, true, &unused))
 		ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION),
@@ -415,9 +420,9 @@ void commit_durably(WorkerContext &w) {
 // Audits a prepared transaction at its COMMIT PREPARED, from its file: gid and prepare time on
 // its transaction row.
 void apply_commit_prepared(WorkerContext &w, const po::CommitPrepared &m) {
-	XLogRecPtr prepare_lsn;
+	po::PrepareFields prepare{};
 	apply_begin(w, po::Begin{m.commit_lsn, m.commit_time, m.xid});
-	if (!replay(w, m.xid, true, true, &prepare_lsn))
+	if (!replay(w, m.xid, true, true, &prepare))
 		ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
 		                errmsg("no spooled changes for prepared transaction %u (gid \"%.*s\")", m.xid,
 		                       static_cast<int>(m.gid.size()), m.gid.data()),
@@ -431,15 +436,15 @@ void apply_commit_prepared(WorkerContext &w, const po::CommitPrepared &m) {
 // PREPARE's LSN. A prepared transaction whose PREPARE this subscription never received (prepared
 // before two-phase decoding was enabled) leaves no record.
 void apply_rollback_prepared(WorkerContext &w, const po::RollbackPrepared &m) {
-	XLogRecPtr prepare_lsn = InvalidXLogRecPtr;
-	if (!replay(w, m.xid, true, false, &prepare_lsn) || prepare_lsn == InvalidXLogRecPtr) {
+	po::PrepareFields prepare{};
+	if (!replay(w, m.xid, true, false, &prepare) || prepare.prepare_lsn == InvalidXLogRecPtr) {
 		ereport(LOG, (errmsg("rollback of prepared transaction %u (gid \"%.*s\") whose prepare was not received", m.xid,
 		                     static_cast<int>(m.gid.size()), m.gid.data())));
 		return;
 	}
-	apply_begin(w, po::Begin{prepare_lsn, m.rollback_time, m.xid});
+	apply_begin(w, po::Begin{prepare.prepare_lsn, m.rollback_time, m.xid});
 	audit::writer_prepared(w.writer, m.gid, m.prepare_time, true);
-	apply_commit(w, po::Commit{0, prepare_lsn, m.rollback_end_lsn, m.rollback_time});
+	apply_commit(w, po::Commit{0, prepare.prepare_lsn, m.rollback_end_lsn, m.rollback_time});
 	commit_durably(w);
 	audit::spool_remove(w.spool, m.xid, true);
 }
@@ -724,6 +729,47 @@ long keep_alive() {
 	return wait_ms;
 }
 
+// Whether the COMMIT PREPARED or ROLLBACK PREPARED of a prepared transaction is audited already:
+// its transaction row (the only one with its xid, gid and prepare time) exists.
+bool prepared_audited(WorkerContext &w, po::Xid xid, const po::PrepareFields &prepare) {
+	char *gid = pnstrdup(prepare.gid.data(), prepare.gid.size());
+	Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum values[4] = {CStringGetTextDatum(w.subscription->name), CStringGetTextDatum(psprintf("%u", xid)),
+	                   CStringGetTextDatum(gid), TimestampTzGetDatum(prepare.prepare_time)};
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	int rc = SPI_execute_with_args("SELECT 1 FROM logical_audit.transaction WHERE subscription = $1 AND "
+	                               "xid = $2::xid8 AND gid = $3 AND prepare_time = $4",
+	                               4, types, values, nullptr, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not look up prepared transaction %u: %s", xid, SPI_result_code_string(rc));
+	bool audited = SPI_processed > 0;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return audited;
+}
+
+// Removes the files of prepared transactions that are audited already: a crash between the local
+// commit of a COMMIT PREPARED (or ROLLBACK PREPARED) and the removal of its file leaves one, which
+// the upstream will never ask for again.
+void remove_audited_prepared(WorkerContext &w) {
+	MemoryContext caller = MemoryContextSwitchTo(w.message_context);
+	int count;
+	po::Xid *xids = audit::spool_prepared_xids(w.spool, &count);
+	for (int i = 0; i < count; i++) {
+		po::PrepareFields prepare{};
+		if (replay(w, xids[i], true, false, &prepare) && prepared_audited(w, xids[i], prepare)) {
+			ereport(LOG, (errmsg("removing the spool file of prepared transaction %u (gid \"%.*s\"), audited already",
+			                     xids[i], static_cast<int>(prepare.gid.size()), prepare.gid.data())));
+			audit::spool_remove(w.spool, xids[i], true);
+		}
+	}
+	MemoryContextSwitchTo(caller);
+	MemoryContextReset(w.message_context);
+}
+
 // Connects and starts streaming from the replication origin's position.
 void start(WorkerContext &w) {
 	const Subscription *sub = w.subscription;
@@ -752,6 +798,7 @@ void start(WorkerContext &w) {
 	options.binary = sub->options.binary;
 	stream::start_replication(session.conn, options);
 	session.decoder = po::Decoder(options.proto_version);
+	remove_audited_prepared(w);
 	session.received = session.flushed = session.upstream = session.reported = origin_lsn;
 	session.npending = 0;
 	session.preparing = po::kInvalidXid;
