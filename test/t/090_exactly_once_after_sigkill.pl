@@ -6,7 +6,6 @@ use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/lib";
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -40,27 +39,14 @@ $up->safe_psql('postgres', q{
 });
 create_subscription($down, 'sub', $up);
 
-my ($out, $err) = ('', '');
-my $workload = IPC::Run::start(
-	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $up->connstr('postgres'),
-	  '-c', "CALL workload($txns, $rows_per_txn, $single_every)" ],
-	'>', \$out, '2>', \$err,
-	IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
+my ($workload, $err) = start_upstream_sql($up, "CALL workload($txns, $rows_per_txn, $single_every)");
 
 # Kill the downstream each time the audit has made some progress: wherever the worker is then
 # (mid-transaction, between transactions, catching up after a restart).
-for my $round (1 .. 3)
-{
-	my $threshold = $round * int($all_rows / 4);
-	poll_until($down, "SELECT count(*) >= $threshold FROM logical_audit.change", 't',
-		"round $round: $threshold changes audited", $down);
-	wait_for_worker_pid($down, 'sub');
-	kill_downstream($down, 'sub');
-	pass("round $round: downstream killed with SIGKILL after $threshold changes, and started again");
-}
+kill_downstream_at_progress($down, 'sub', map { $_ * int($all_rows / 4) } 1 .. 3);
 
 $workload->finish;
-is($?, 0, 'the upstream workload completed') or diag($err);
+is($?, 0, 'the upstream workload completed') or diag($$err);
 is($up->safe_psql('postgres', 'SELECT (SELECT count(*) FROM batch_row) + (SELECT count(*) FROM single_row)'),
 	$all_rows, "$all_rows rows upstream");
 

@@ -6,7 +6,6 @@ use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/lib";
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -38,12 +37,7 @@ $up->safe_psql('postgres', qq{
 	END \$\$;
 });
 
-my ($out, $err) = ('', '');
-my $writer = IPC::Run::start(
-	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $up->connstr('postgres'),
-	  '-c', 'CALL write_until_stopped()' ],
-	'>', \$out, '2>', \$err,
-	IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
+my ($writer, $err) = start_upstream_sql($up, 'CALL write_until_stopped()');
 
 # Rows written before the slot exists must come from the snapshot, those after it from the stream.
 poll_until($up, "SELECT count(*) >= $preloaded + 200 FROM acct", 't', 'the writer has started');
@@ -52,7 +46,7 @@ poll_until($down, q{SELECT count(*) >= 200 FROM logical_audit.change WHERE op = 
 	'the writer goes on, streamed', $down);
 $up->safe_psql('postgres', 'UPDATE writer_control SET stop = true');
 $writer->finish;
-is($?, 0, 'the upstream writer completed') or diag($err);
+is($?, 0, 'the upstream writer completed') or diag($$err);
 
 wait_for_audit_catchup($up, $down, 'sub');
 

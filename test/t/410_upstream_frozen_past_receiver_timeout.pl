@@ -7,7 +7,6 @@ use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/lib";
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -32,12 +31,7 @@ $up->safe_psql('postgres', q{
 });
 create_subscription($down, 'sub', $up);
 
-my ($out, $err) = ('', '');
-my $workload = IPC::Run::start(
-	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $up->connstr('postgres'),
-	  '-c', "CALL workload($rows)" ],
-	'>', \$out, '2>', \$err,
-	IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
+my ($workload, $err) = start_upstream_sql($up, "CALL workload($rows)");
 poll_until($down, 'SELECT count(*) >= 200 FROM logical_audit.change', 't', 'the workload audited in part', $down);
 
 # Every process of the upstream: its children as pg_stat_activity lists them, and the postmaster.
@@ -60,7 +54,7 @@ my $audited_while_frozen = audited_count($down, 'sub');
 thaw_processes();
 pass('upstream continued');
 $workload->finish;
-is($?, 0, 'the upstream workload completed across the freeze') or diag($err);
+is($?, 0, 'the upstream workload completed across the freeze') or diag($$err);
 ok($audited_while_frozen < $rows, "the freeze came in the middle of the workload ($audited_while_frozen of $rows audited)");
 $up->safe_psql('postgres', 'INSERT INTO t VALUES (-1)');
 wait_for_state($down, 'sub', 'streaming');

@@ -6,7 +6,6 @@ use strict;
 use warnings;
 use FindBin;
 use lib "$FindBin::RealBin/lib";
-use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -33,26 +32,13 @@ $up->safe_psql('postgres', q{
 });
 create_subscription($down, 'sub', $up);
 
-my ($out, $err) = ('', '');
-my $workload = IPC::Run::start(
-	[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $up->connstr('postgres'),
-	  '-c', "CALL workload($rows)" ],
-	'>', \$out, '2>', \$err,
-	IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
+my ($workload, $err) = start_upstream_sql($up, "CALL workload($rows)");
 
 my $offset = -s $down->logfile;
-for my $round (1 .. 2)
-{
-	my $threshold = $round * int($rows / 3);
-	poll_until($down, "SELECT count(*) >= $threshold FROM logical_audit.change", 't',
-		"round $round: $threshold changes audited", $down);
-	wait_for_worker_pid($down, 'sub');
-	kill_downstream($down, 'sub');
-	pass("round $round: downstream killed with SIGKILL after $threshold changes, and started again");
-}
+kill_downstream_at_progress($down, 'sub', map { $_ * int($rows / 3) } 1 .. 2);
 
 $workload->finish;
-is($?, 0, 'the upstream workload completed') or diag($err);
+is($?, 0, 'the upstream workload completed') or diag($$err);
 wait_for_audit_catchup($up, $down, 'sub');
 is( $down->safe_psql('postgres', q{
 		SELECT max(n) > 1 FROM (SELECT count(*) AS n FROM logical_audit.transaction

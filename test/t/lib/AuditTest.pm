@@ -9,6 +9,7 @@ use warnings;
 use Exporter 'import';
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use IPC::Run;
 use Test::More;
 use Time::HiRes qw(usleep);
 
@@ -33,6 +34,8 @@ our @EXPORT = qw(
   psql_error
   start_after_kill9
   kill_downstream
+  kill_downstream_at_progress
+  start_upstream_sql
 );
 
 # The publication most tests audit, created by new_upstream when asked for tables.
@@ -326,6 +329,37 @@ sub kill_downstream
 	$down->kill9;
 	kill 'KILL', @pids if @pids;
 	start_after_kill9($down);
+	return;
+}
+
+# Runs SQL on the upstream in the background (a workload), bounded by three times the default
+# timeout. Returns the IPC::Run harness, whose finish() waits for it (then $? is psql's status),
+# and a reference to its stderr.
+sub start_upstream_sql
+{
+	my ($up, $sql) = @_;
+	my ($out, $err) = ('', '');
+	my $harness = IPC::Run::start(
+		[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $up->connstr('postgres'), '-c', $sql ],
+		'>', \$out, '2>', \$err,
+		IPC::Run::timeout(3 * $PostgreSQL::Test::Utils::timeout_default));
+	return ($harness, \$err);
+}
+
+# SIGKILLs the downstream (with the subscription's worker) each time the audit holds another of the
+# given numbers of change rows, wherever the worker is then, and starts it again.
+sub kill_downstream_at_progress
+{
+	my ($down, $name, @thresholds) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	for my $threshold (@thresholds)
+	{
+		poll_until($down, "SELECT count(*) >= $threshold FROM logical_audit.change", 't',
+			"$threshold changes audited", $down);
+		wait_for_worker_pid($down, $name);
+		kill_downstream($down, $name);
+		pass("downstream killed with SIGKILL after $threshold changes, and started again");
+	}
 	return;
 }
 
