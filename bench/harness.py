@@ -636,6 +636,8 @@ class Harness:
                 if time.monotonic() > deadline:
                     raise RuntimeError("did not catch up to %s" % end)
                 time.sleep(POLL)
+            caught_up = time.monotonic()
+            confirm_s = self.wait_confirmed(slot, end) - caught_up
             lags = self.collect_lags(c, down_start)
         finally:
             consumer.finish(None)
@@ -643,7 +645,7 @@ class Harness:
         lines = [l.strip() for l in out.splitlines() if l.startswith("tps") or "latency average" in l]
         tps = [float(l.split()[2]) for l in lines if l.startswith("tps")]
         res = dict(consumer=CONSUMERS[c], seconds=seconds, rate=LAG_RATE, tps=tps[0] if tps else None,
-                   transactions=len(lags), pgbench=" / ".join(lines))
+                   transactions=len(lags), pgbench=" / ".join(lines), confirm_ms=round(confirm_s * 1e3, 1))
         if lags:
             lags.sort()
             pick = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]
@@ -651,6 +653,20 @@ class Harness:
                        max_ms=round(lags[-1] * 1e3, 2))
         log("   %s" % json.dumps(res))
         self.lag_results.append(res)
+
+    def wait_confirmed(self, slot, end):
+        """When (monotonic) the upstream slot's confirmed_flush_lsn reaches end, looked at every 5 ms.
+
+        Called once the consumer has end durable: the difference is how late the upstream learns of it,
+        which decides when it may recycle WAL and what its lag monitors show.
+        """
+        deadline = time.monotonic() + 60
+        while not self.up.one("SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots "
+                              "WHERE slot_name = %s", (end, slot)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the upstream slot %s was not confirmed up to %s" % (slot, end))
+            time.sleep(0.005)
+        return time.monotonic()
 
     def local_commits_sql(self, start, end):
         """A query of (xid, local commit time) for the downstream's commits between two of its LSNs.

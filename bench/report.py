@@ -81,11 +81,12 @@ def print_table(summary, lag):
         print()
         print("Apply lag while streaming live under pgbench -R %s (per upstream transaction: the local commit of"
               % lag[0]["rate"])
-        print("its audit rows / applied rows, from the downstream's commit record, minus its upstream commit time)")
+        print("its audit rows / applied rows, from the downstream's commit record, minus its upstream commit time;")
+        print("confirmed: how long after the consumer had the last commit durable the upstream slot was confirmed)")
         for l in lag:
-            print("  {:<21} {:>7} txns at {:>6} tps  p50 {:>8} ms  p99 {:>8} ms  max {:>8} ms".format(
+            print("  {:<21} {:>7} txns at {:>6} tps  p50 {:>8} ms  p99 {:>8} ms  max {:>8} ms  confirmed {:>8} ms".format(
                 l["consumer"], l.get("transactions", 0), fmt(l.get("tps"), ",.0f", 6), l.get("p50_ms", "-"),
-                l.get("p99_ms", "-"), l.get("max_ms", "-")))
+                l.get("p99_ms", "-"), l.get("max_ms", "-"), l.get("confirm_ms", "-")))
 
 
 def evaluate_targets(summary, lag):
@@ -141,7 +142,7 @@ def write_csv(path, runs, lag):
             "rows_per_s", "wal_mb_per_s", "ratio_a", "ratio_b", "ratio_c", "walsender_cpu_us",
             "walsender_cpu_us_per_row", "consumer_cpu_us", "consumer_cpu_us_per_row", "consumer_vmhwm_kb",
             "consumer_anon_peak_kb", "consumer_restarts", "counted_rows", "error", "lag_transactions",
-            "lag_p50_ms", "lag_p99_ms", "lag_max_ms"]
+            "lag_p50_ms", "lag_p99_ms", "lag_max_ms", "confirm_ms"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -150,7 +151,7 @@ def write_csv(path, runs, lag):
         for l in lag:
             w.writerow(dict(workload="lag", consumer=l["consumer"], run=1, seconds=l["seconds"], rows_per_s=l.get("tps"),
                             lag_transactions=l.get("transactions"), lag_p50_ms=l.get("p50_ms"),
-                            lag_p99_ms=l.get("p99_ms"), lag_max_ms=l.get("max_ms")))
+                            lag_p99_ms=l.get("p99_ms"), lag_max_ms=l.get("max_ms"), confirm_ms=l.get("confirm_ms")))
 
 
 def draw_chart(out_dir, summary):

@@ -133,6 +133,9 @@ struct TargetSlots {
 };
 
 // One audit table: its slots, what the open local transaction opened of it, its buffered rows.
+// rel, estate, rri, bistate and key_scan belong to the local transaction: allocated in txn_context
+// (reset at its commit), released by close_target before the commit, or by the abort (which
+// releases pins, locks and scans) and forgotten by writer_reset after an ERROR.
 struct Target {
 	TargetSlots s;
 	Relation rel;            // nullptr when not opened in this local transaction
