@@ -536,6 +536,17 @@ void spool_prepared(WorkerContext &w, const po::Message &message, const po::XLog
 	audit::spool_write(w.spool, session.preparing, x.wal_start, x.data, x.size, false);
 }
 
+// Spools a data message of a stream block. Its Relation and Type messages are learnt now as well:
+// once the transaction's Stream Prepare (or Stream Commit) is sent, the upstream counts them as
+// sent to the session and does not repeat them before the next change of their relation. (They
+// cannot contradict what the session knows: the transaction holds its relations' locks, and a DDL
+// it made and rolled back makes the upstream announce the relation again.)
+void spool_streamed(WorkerContext &w, const po::Message &message, const po::XLogData &x) {
+	if (std::holds_alternative<po::Relation>(message) || std::holds_alternative<po::Type>(message))
+		learn_now(w, message);
+	audit::spool_write(w.spool, data_xid(message), x.wal_start, x.data, x.size, true);
+}
+
 // Spools a data message of a stream block or of a transaction being prepared; a
 // non-transactional logical message, which belongs to no transaction, is applied at once.
 void spool_message(WorkerContext &w, const po::Message &message, const po::XLogData &x) {
@@ -543,7 +554,7 @@ void spool_message(WorkerContext &w, const po::Message &message, const po::XLogD
 	if (m != nullptr && !m->transactional())
 		apply_message(w, *m);
 	else if (session.decoder.in_stream())
-		audit::spool_write(w.spool, data_xid(message), x.wal_start, x.data, x.size, true);
+		spool_streamed(w, message, x);
 	else
 		spool_prepared(w, message, x);
 }
