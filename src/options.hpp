@@ -1,6 +1,7 @@
 // The options of a subscription, as create_subscription takes them (its options jsonb): one table
 // gives each option's name, default and field, for the checks of create_subscription and for the
-// worker that reads them back. README's table of options says the same.
+// worker that reads them back. README's table of options says the same (test/readme_options.sh
+// checks it).
 #pragma once
 
 #include "pg.hpp"
