@@ -137,11 +137,34 @@ EnabledSubscription *read_enabled(MemoryContext round, int *count) {
 	return subs;
 }
 
+// The enabled subscriptions, none when the extension was dropped while they were read (DROP
+// EXTENSION commits while the read waits for its lock, then the table is gone).
+EnabledSubscription *read_enabled_unless_dropped(MemoryContext round, int *count) {
+	MemoryContext caller = CurrentMemoryContext;
+	EnabledSubscription *volatile subs = nullptr;
+	PG_TRY();
+	{ subs = read_enabled(round, count); }
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		ErrorData *edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNDEFINED_TABLE)
+			PG_RE_THROW();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, nullptr);
+		FreeErrorData(edata);
+		*count = 0;
+	}
+	PG_END_TRY();
+	return subs;
+}
+
 // One round: starts a worker for every enabled subscription that has none.
 void launch_round(MemoryContext round) {
 	forget_stopped_workers();
 	int count;
-	EnabledSubscription *subs = read_enabled(round, &count);
+	EnabledSubscription *subs = read_enabled_unless_dropped(round, &count);
 	for (int i = 0; i < count; i++) {
 		if (has_worker(subs[i].id))
 			continue;

@@ -24,6 +24,7 @@ wait_for_audit_catchup($up, $down, $_) for qw(plain two_phase);
 my $spool_dir = $down->data_dir . '/pg_logical_audit';
 is(scalar(() = glob("$spool_dir/*.prepared")), 1, 'a prepared transaction is spooled');
 
+my $log_offset = -s $down->logfile;
 my ($ret, $stdout, $stderr) = $down->psql('postgres', 'DROP EXTENSION logical_audit CASCADE',
 	extra_params => [ '-v', 'VERBOSITY=verbose' ]);
 is($ret, 0, 'DROP EXTENSION CASCADE succeeds');
@@ -35,6 +36,8 @@ like($stderr, qr/pg_drop_replication_slot/, 'and saying how to drop them');
 poll_until($down, q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'logical_audit worker'}, '0',
 	'the workers gone', $down);
 is($down->safe_psql('postgres', 'SELECT count(*) FROM pg_replication_origin'), '0', 'the replication origins are dropped');
+unlike(slurp_file($down->logfile, $log_offset), qr/launcher" \(PID \d+\) exited with exit code 1/,
+	'the launcher, reading subscriptions meanwhile, does not fail');
 is(scalar(() = glob("$spool_dir/*")), 0, 'the spool files are removed');
 is($up->safe_psql('postgres', q{SELECT count(*) FROM pg_replication_slots WHERE NOT active}), '2',
 	'the upstream slots stay, inactive');
