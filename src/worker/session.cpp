@@ -467,9 +467,11 @@ po::Xid data_xid(const po::Message &message) {
 	    message);
 }
 
-// Learns a Relation or Type message now, in a local transaction of its own when none is open
-// (its types are looked up in the catalogs).
-void learn_now(WorkerContext &w, const po::Message &message) {
+// Learns a Relation or Type message (any other is left alone) now, in a local transaction of its
+// own when none is open: its types are looked up in the catalogs.
+void learn_description(WorkerContext &w, const po::Message &message) {
+	if (!std::holds_alternative<po::Relation>(message) && !std::holds_alternative<po::Type>(message))
+		return;
 	MemoryContext caller = CurrentMemoryContext;
 	bool own = !IsTransactionState();
 	if (own)
@@ -517,8 +519,7 @@ struct HasRelationId<T, std::void_t<decltype(T::relation_id)>> : std::true_type 
 // learnt now. Before a change, the file gets the shape of each relation it names, the first time:
 // a COMMIT PREPARED that comes in a later session knows nothing of what was announced before.
 void spool_prepared(WorkerContext &w, const po::Message &message, const po::XLogData &x) {
-	if (std::holds_alternative<po::Relation>(message) || std::holds_alternative<po::Type>(message))
-		learn_now(w, message);
+	learn_description(w, message);
 	if (auto *m = std::get_if<po::Truncate>(&message)) {
 		for (uint32_t i = 0; i < m->relation_ids.size(); i++)
 			describe_relation(w, m->relation_ids[i], x.wal_start);
@@ -542,8 +543,7 @@ void spool_prepared(WorkerContext &w, const po::Message &message, const po::XLog
 // cannot contradict what the session knows: the transaction holds its relations' locks, and a DDL
 // it made and rolled back makes the upstream announce the relation again.)
 void spool_streamed(WorkerContext &w, const po::Message &message, const po::XLogData &x) {
-	if (std::holds_alternative<po::Relation>(message) || std::holds_alternative<po::Type>(message))
-		learn_now(w, message);
+	learn_description(w, message);
 	audit::spool_write(w.spool, data_xid(message), x.wal_start, x.data, x.size, true);
 }
 
