@@ -6,10 +6,11 @@
 // A stream file is rewritten from its start when the upstream streams the transaction's first
 // segment again (after a reconnect it always does), truncated when a subtransaction aborts, and
 // removed after the commit or abort; a session removes its subscription's leftovers when it
-// starts. A prepared transaction's file is made durable at its PREPARE and kept, across sessions
-// and restarts, until its COMMIT PREPARED or ROLLBACK PREPARED is audited.
-// Everything here is plain data (file descriptors and palloc'd memory): after an ERROR the caller
-// calls spool_close_files().
+// starts, and an idle one sweeps any it finds. A prepared transaction's file is made durable at its
+// PREPARE, describes every relation it touches, and is kept, across sessions and restarts, until
+// its COMMIT PREPARED or ROLLBACK PREPARED is audited.
+// Everything here is plain data (file descriptors and palloc'd memory): after an ERROR the error
+// cleanups call spool_close_files().
 #pragma once
 
 #include "pgoutput/messages.hpp"
