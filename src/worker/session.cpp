@@ -863,10 +863,11 @@ void run_session(WorkerContext &w) {
 		if (drained == Drained::Empty && !audit::writer_in_transaction(w.writer)) {
 			commit_group(w);
 			sweep_spool_if_due(w);
+			check_slot_if_due(w, session.flushed, session.upstream);
 		}
 		if (advance_flushed(w))
 			publish_status(w, 0);
-		long wait_ms = Min(keep_alive(), check_slot_if_due(w, session.flushed, session.upstream));
+		long wait_ms = keep_alive();
 		if (session.npending > 0)
 			wait_ms = Min(wait_ms, kIdleFlushMs);
 		// libpq may hold more messages than the socket shows: wait only when it had none left. An

@@ -47,19 +47,41 @@ stream::SlotHealth read_on_own_connection(const Subscription *sub) {
 	return health;
 }
 
+// The slot's health read on its own connection; a connection the upstream refuses is a WARNING and
+// an unknown reading. Only called outside any transaction, where an ERROR may be caught.
+stream::SlotHealth read_or_warn(const Subscription *sub) {
+	MemoryContext caller = CurrentMemoryContext;
+	stream::SlotHealth health{};
+	PG_TRY();
+	{ health = read_on_own_connection(sub); }
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(caller);
+		ErrorData *edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_CONNECTION_EXCEPTION || IsTransactionState())
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(WARNING, (errcode(edata->sqlerrcode),
+		                  errmsg("could not read the health of replication slot \"%s\" upstream", sub->slot_name),
+		                  errdetail_internal("%s", edata->message)));
+		FreeErrorData(edata);
+		health = stream::SlotHealth{false, "", -1};
+	}
+	PG_END_TRY();
+	return health;
+}
+
 } // namespace
 
 void check_slot_at_start(WorkerContext &w, PGconn *replication_conn, XLogRecPtr audited, XLogRecPtr upstream_end) {
 	judge(w, stream::slot_health(replication_conn, w.subscription->slot_name), audited, upstream_end);
 }
 
-long check_slot_if_due(WorkerContext &w, XLogRecPtr audited, XLogRecPtr upstream_end) {
-	TimestampTz due = TimestampTzPlusMilliseconds(last_check, kCheckMs);
-	TimestampTz now = GetCurrentTimestamp();
-	if (now < due)
-		return static_cast<long>((due - now) / 1000);
-	judge(w, read_on_own_connection(w.subscription), audited, upstream_end);
-	return kCheckMs;
+void check_slot_if_due(WorkerContext &w, XLogRecPtr audited, XLogRecPtr upstream_end) {
+	if (!TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), kCheckMs))
+		return;
+	last_check = GetCurrentTimestamp();
+	judge(w, read_or_warn(w.subscription), audited, upstream_end);
 }
 
 } // namespace logical_audit::worker

@@ -15,8 +15,9 @@ namespace logical_audit::worker {
 // position the audit resumes from, upstream_end the upstream's current end of WAL.
 void check_slot_at_start(WorkerContext &w, PGconn *replication_conn, XLogRecPtr audited, XLogRecPtr upstream_end);
 
-// Reads it again, on a short plain connection, when the last reading is old enough; returns how
-// many milliseconds until the next one is due.
-long check_slot_if_due(WorkerContext &w, XLogRecPtr audited, XLogRecPtr upstream_end);
+// Reads it again, on a short plain connection, when the last reading is old enough. Called between
+// local transactions: an upstream that refuses that connection is a WARNING, not a reason to end
+// the replication session.
+void check_slot_if_due(WorkerContext &w, XLogRecPtr audited, XLogRecPtr upstream_end);
 
 } // namespace logical_audit::worker
