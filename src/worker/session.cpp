@@ -474,15 +474,19 @@ void learn_description(WorkerContext &w, const po::Message &message) {
 		return;
 	MemoryContext caller = CurrentMemoryContext;
 	bool own = !IsTransactionState();
-	if (own)
+	if (own) {
 		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot()); // as the writer's transactions have one
+	}
 	MemoryContextSwitchTo(caller);
 	if (auto *m = std::get_if<po::Relation>(&message))
 		audit::relations_add(w.relations, *m);
 	else if (auto *m = std::get_if<po::Type>(&message))
 		audit::relations_add_type(w.relations, *m);
-	if (own)
+	if (own) {
+		PopActiveSnapshot();
 		CommitTransactionCommand();
+	}
 	MemoryContextSwitchTo(caller);
 }
 
