@@ -21,12 +21,7 @@ $down->safe_psql('postgres', 'CREATE TYPE mood AS ENUM (\'calm\', \'happy\')');
 create_subscription($down, 'sub', $up, options => '{"two_phase": true, "binary": true}');
 
 # Runs SQL upstream and waits until the downstream has audited up to there.
-sub upstream_step
-{
-	my ($sql) = @_;
-	$up->safe_psql('postgres', $sql);
-	wait_for_audit_catchup($up, $down, 'sub');
-}
+sub upstream_step { audited_step($up, $down, 'sub', @_) }
 
 # The audited rows of a table, in audit order.
 sub audited

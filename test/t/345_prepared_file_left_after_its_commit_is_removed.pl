@@ -17,12 +17,7 @@ create_subscription($down, 'sub', $up, options => '{"two_phase": true}');
 my $spool_dir = $down->data_dir . '/pg_logical_audit';
 
 # Runs SQL upstream and waits until the downstream has audited up to there.
-sub upstream_step
-{
-	my ($sql) = @_;
-	$up->safe_psql('postgres', $sql);
-	wait_for_audit_catchup($up, $down, 'sub');
-}
+sub upstream_step { audited_step($up, $down, 'sub', @_) }
 
 upstream_step(q{BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'done'});
 upstream_step(q{BEGIN; INSERT INTO t VALUES (2); PREPARE TRANSACTION 'pending'});

@@ -13,16 +13,7 @@ use AuditTest;
 use FaultTest;
 
 my $rows = 30_000;
-# The smallest decoding memory: the upstream streams the transaction while it runs.
-my $up = new_upstream('upstream', conf => ['logical_decoding_work_mem = 64kB']);
-my $down = new_downstream('downstream');
-$up->safe_psql('postgres', q{
-	CREATE TABLE t (id int PRIMARY KEY, pad text);
-	CREATE PUBLICATION audit_pub FOR TABLE t;
-});
-create_subscription($down, 'sub', $up);
-$up->safe_psql('postgres', join("\n", map { "INSERT INTO t VALUES (-$_, 'before');" } 1 .. 10));
-wait_for_audit_catchup($up, $down, 'sub');
+my ($up, $down) = new_streaming_pair(-10);
 my $size = $down->safe_psql('postgres', q{SELECT pg_total_relation_size('logical_audit.change')});
 
 # About 2 kB per row of values that compress little: the spool file and the audit rows take room,

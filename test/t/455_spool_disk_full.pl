@@ -19,16 +19,7 @@ my $rows = 100_000;
 # the transaction below (over 40 MB) does not.
 my $limit = 24 * 1024 * 1024;
 
-# The smallest decoding memory: the upstream streams the transaction while it runs.
-my $up = new_upstream('upstream', conf => ['logical_decoding_work_mem = 64kB']);
-my $down = new_downstream('downstream');
-$up->safe_psql('postgres', q{
-	CREATE TABLE t (id int PRIMARY KEY, pad text);
-	CREATE PUBLICATION audit_pub FOR TABLE t;
-});
-create_subscription($down, 'sub', $up);
-$up->safe_psql('postgres', join("\n", map { "INSERT INTO t VALUES ($_, 'before');" } 1 .. 10));
-wait_for_audit_catchup($up, $down, 'sub');
+my ($up, $down) = new_streaming_pair(1);
 
 # The limit on the running postmaster (soft limit only, so that it can be lifted again) is inherited
 # by the processes it starts from now on: start the worker again under it. PostgreSQL ignores

@@ -26,6 +26,7 @@ our @EXPORT = qw(
   wait_for_state
   wait_for_worker_pid
   wait_for_audit_catchup
+  audited_step
   wait_for_new_error
   status_field
   status_report
@@ -244,6 +245,15 @@ sub wait_for_audit_catchup
 		  . sql_literal($name),
 		't', "$name audited up to upstream LSN $target", $down);
 	return $target;
+}
+
+# Runs SQL on the upstream and waits until the subscription has audited everything up to there.
+sub audited_step
+{
+	my ($up, $down, $name, $sql) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	$up->safe_psql('postgres', $sql);
+	return wait_for_audit_catchup($up, $down, $name);
 }
 
 # Waits until status shows a last_error_time later than $after (a timestamptz text, or undef for

@@ -14,6 +14,7 @@ use Time::HiRes qw(usleep);
 use AuditTest;
 
 our @EXPORT = qw(
+  new_streaming_pair
   upstream_rows
   audit_is_exactly_once
   audited_count
@@ -23,6 +24,25 @@ our @EXPORT = qw(
   freeze_processes
   thaw_processes
 );
+
+# An upstream that streams large transactions while they run (the smallest decoding memory) with
+# table t (id int PRIMARY KEY, pad text) published, and a downstream auditing it as 'sub', which
+# has audited 10 rows of t with ids from $first_id on. Returns ($up, $down).
+sub new_streaming_pair
+{
+	my ($first_id) = @_;
+	my $up = new_upstream('upstream', conf => ['logical_decoding_work_mem = 64kB']);
+	my $down = new_downstream('downstream');
+	$up->safe_psql('postgres', q{
+		CREATE TABLE t (id int PRIMARY KEY, pad text);
+		CREATE PUBLICATION audit_pub FOR TABLE t;
+	});
+	create_subscription($down, 'sub', $up);
+	$up->safe_psql('postgres',
+		"INSERT INTO t SELECT g, 'before' FROM generate_series($first_id, $first_id + 9) g");
+	wait_for_audit_catchup($up, $down, 'sub');
+	return ($up, $down);
+}
 
 # What an upstream table holds now, as audit_is_exactly_once compares it: the id and the inserting
 # transaction (xmin) of each row where $where holds. Taken before a table is dropped, it stays valid.
