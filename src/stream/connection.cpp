@@ -450,6 +450,17 @@ bool slot_exists(PGconn *conn, const char *slot_name, char *plugin_out, size_t p
 	return exists;
 }
 
+bool prepared_upstream(PGconn *conn, uint32 xid) {
+	char *query = psprintf("SELECT 1 FROM pg_catalog.pg_prepared_xacts WHERE transaction::text = '%u' "
+	                       "AND database = pg_catalog.current_database()",
+	                       xid);
+	PGresult *result = exec(conn, query, PGRES_TUPLES_OK);
+	bool prepared = PQntuples(result) > 0;
+	PQclear(result);
+	pfree(query);
+	return prepared;
+}
+
 SlotHealth slot_health(PGconn *conn, const char *slot_name) {
 	char *query = psprintf("SELECT coalesce(wal_status, ''), coalesce(safe_wal_size, -1) "
 	                       "FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",

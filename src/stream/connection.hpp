@@ -44,6 +44,9 @@ struct SlotHealth {
 // The health of a slot upstream (on a replication connection before streaming, or a plain one).
 SlotHealth slot_health(PGconn *conn, const char *slot_name);
 
+// Whether a transaction with that xid is prepared upstream, in the connection's database.
+bool prepared_upstream(PGconn *conn, uint32 xid);
+
 // Whether a logical slot of that name exists upstream, and its plugin.
 bool slot_exists(PGconn *conn, const char *slot_name, char *plugin_out = nullptr, size_t plugin_size = 0);
 

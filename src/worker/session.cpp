@@ -344,10 +344,9 @@ bool replay(WorkerContext &w, po::Xid xid, bool prepared, bool apply_changes, po
 			audit::report_decode_error(error);
 		if (const po::PrepareFields *p = prepare_fields(message)) {
 			*prepare = *p;
-			char *gid = static_cast<char *>(MemoryContextAlloc(caller, p->gid.size() + 1));
-			memcpy(gid, p->gid.data(), p->gid.size());
-			gid[p->gid.size()] = '\0';
-			prepare->gid = std::string_view(gid, p->gid.size());
+			MemoryContextSwitchTo(caller);
+			prepare->gid = std::string_view(pnstrdup(p->gid.data(), p->gid.size()), p->gid.size());
+			MemoryContextSwitchTo(w.replay_context);
 			if (apply_changes)
 				audit::writer_prepared(w.writer, p->gid, p->prepare_time, false);
 		} else if (apply_changes) {
@@ -745,18 +744,20 @@ long keep_alive() {
 }
 
 // Whether the COMMIT PREPARED or ROLLBACK PREPARED of a prepared transaction is audited already:
-// its transaction row (the only one with its xid, gid and prepare time) exists.
+// its transaction row (the only one with its xid, gid and prepare time) exists, at or after the
+// PREPARE, where the primary key finds it.
 bool prepared_audited(WorkerContext &w, po::Xid xid, const po::PrepareFields &prepare) {
 	char *gid = pnstrdup(prepare.gid.data(), prepare.gid.size());
-	Oid types[4] = {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	Datum values[4] = {CStringGetTextDatum(w.subscription->name), CStringGetTextDatum(psprintf("%u", xid)),
-	                   CStringGetTextDatum(gid), TimestampTzGetDatum(prepare.prepare_time)};
+	Oid types[5] = {TEXTOID, LSNOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum values[5] = {CStringGetTextDatum(w.subscription->name), LSNGetDatum(prepare.prepare_lsn),
+	                   CStringGetTextDatum(psprintf("%u", xid)), CStringGetTextDatum(gid),
+	                   TimestampTzGetDatum(prepare.prepare_time)};
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
 	int rc = SPI_execute_with_args("SELECT 1 FROM logical_audit.transaction WHERE subscription = $1 AND "
-	                               "xid = $2::xid8 AND gid = $3 AND prepare_time = $4",
-	                               4, types, values, nullptr, true, 1);
+	                               "commit_lsn >= $2 AND xid = $3::xid8 AND gid = $4 AND prepare_time = $5",
+	                               5, types, values, nullptr, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not look up prepared transaction %u: %s", xid, SPI_result_code_string(rc));
 	bool audited = SPI_processed > 0;
@@ -768,14 +769,17 @@ bool prepared_audited(WorkerContext &w, po::Xid xid, const po::PrepareFields &pr
 
 // Removes the files of prepared transactions that are audited already: a crash between the local
 // commit of a COMMIT PREPARED (or ROLLBACK PREPARED) and the removal of its file leaves one, which
-// the upstream will never ask for again.
+// the upstream will never ask for again. A transaction still prepared upstream is not looked at
+// (its file is not read); the others are few: those whose end is audited, or about to arrive.
+// Runs on the replication connection before streaming starts.
 void remove_audited_prepared(WorkerContext &w) {
 	MemoryContext caller = MemoryContextSwitchTo(w.message_context);
 	int count;
 	po::Xid *xids = audit::spool_prepared_xids(w.spool, &count);
 	for (int i = 0; i < count; i++) {
 		po::PrepareFields prepare{};
-		if (replay(w, xids[i], true, false, &prepare) && prepared_audited(w, xids[i], prepare)) {
+		if (!stream::prepared_upstream(session.conn, xids[i]) && replay(w, xids[i], true, false, &prepare) &&
+		    prepared_audited(w, xids[i], prepare)) {
 			ereport(LOG, (errmsg("removing the spool file of prepared transaction %u (gid \"%.*s\"), audited already",
 			                     xids[i], static_cast<int>(prepare.gid.size()), prepare.gid.data())));
 			audit::spool_remove(w.spool, xids[i], true);
@@ -811,9 +815,9 @@ void start(WorkerContext &w) {
 	options.messages = sub->options.messages;
 	audit::spool_remove_all(w.spool); // what an earlier session spooled is streamed again
 	options.binary = sub->options.binary;
-	stream::start_replication(session.conn, options);
 	session.decoder = po::Decoder(options.proto_version);
 	remove_audited_prepared(w);
+	stream::start_replication(session.conn, options);
 	session.received = session.flushed = session.upstream = session.reported = origin_lsn;
 	session.npending = 0;
 	session.preparing = po::kInvalidXid;

@@ -22,6 +22,8 @@ $up->safe_psql('postgres', q{
 	INSERT INTO t SELECT generate_series(1, 10);
 });
 wait_for_audit_catchup($up, $down, 'sub');
+is( status_field($down, 'sub', q{upstream_slot_wal_status || ' ' || (upstream_slot_safe_wal_size > 0)}),
+	'reserved true', 'status shows the slot reserved, with the WAL it may still take');
 $down->safe_psql('postgres', q{SELECT logical_audit.stop('sub')});
 wait_for_state($down, 'sub', 'stopped');
 my $audited_before = audited_count($down, 'sub');
@@ -63,5 +65,6 @@ like($last_error, qr/\Q$slot\E/, 'status.last_error names the slot');
 like($last_error, qr/\blost\b/i, 'status.last_error says the slot was lost');
 like($last_error, qr{[0-9A-F]+/[0-9A-F]+}, 'status.last_error gives an LSN');
 is(audited_count($down, 'sub'), $audited_before, 'nothing after the lost point is audited');
+is(status_field($down, 'sub', 'upstream_slot_wal_status'), 'lost', 'status shows the slot lost');
 
 done_testing();
