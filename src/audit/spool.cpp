@@ -62,10 +62,15 @@ struct Spool {
 
 namespace {
 
+// The path of a subscription's stream or prepared spool file of a transaction.
+void file_path(int subscription_id, po::Xid xid, bool prepared, char (&path)[MAXPGPATH]) {
+	snprintf(path, MAXPGPATH, "%s/%d-%u.%s", kDirectory, subscription_id, xid,
+	         prepared ? kPreparedSuffix : kStreamSuffix);
+}
+
 // The path of a transaction's stream or prepared spool file.
 void spool_path(const Spool *s, po::Xid xid, char (&path)[MAXPGPATH], bool prepared = false) {
-	snprintf(path, MAXPGPATH, "%s/%d-%u.%s", kDirectory, s->subscription_id, xid,
-	         prepared ? kPreparedSuffix : kStreamSuffix);
+	file_path(s->subscription_id, xid, prepared, path);
 }
 
 // Creates the spool directory when it does not exist yet.
@@ -182,14 +187,14 @@ void forget_txn(Spool *s, StreamedTxn *t) {
 	*t = s->txns[--s->ntxns];
 }
 
-// An array in the spool's context with room for one more element than used.
+// The array, in context (or where it is already), with room for one more element than used.
 template <typename T>
-T *grown(Spool *s, T *array, int used, int *capacity) {
+T *grown(MemoryContext context, T *array, int used, int *capacity) {
 	if (used < *capacity)
 		return array;
 	*capacity = Max(8, *capacity * 2);
 	size_t bytes = sizeof(T) * *capacity;
-	return static_cast<T *>(array == nullptr ? MemoryContextAlloc(s->context, bytes) : repalloc(array, bytes));
+	return static_cast<T *>(array == nullptr ? MemoryContextAlloc(context, bytes) : repalloc(array, bytes));
 }
 
 // Notes where a subtransaction writes first; its later messages need nothing.
@@ -199,58 +204,72 @@ void note_subxact(Spool *s, StreamedTxn *t, po::Xid xid) {
 	for (int i = 0; i < t->nsubxacts; i++)
 		if (t->subxacts[i].xid == xid)
 			return;
-	t->subxacts = grown(s, t->subxacts, t->nsubxacts, &t->capacity);
+	t->subxacts = grown(s->context, t->subxacts, t->nsubxacts, &t->capacity);
 	t->subxacts[t->nsubxacts++] = {xid, s->offset};
 }
 
 // Which of a subscription's files a directory scan takes.
 enum class Files { Stream, Prepared, All };
 
-// The xid of a spool file of the subscription (stream, or also prepared with Files::All), or
-// kInvalidXid when the entry is none.
-po::Xid spool_file_xid(int subscription_id, const char *name, Files files) {
+// A spool file found by a scan.
+struct SpoolFile {
+	po::Xid xid;
+	bool prepared;
+};
+
+// Whether a directory entry is a spool file of the subscription that a scan takes; fills *file.
+bool spool_file(int subscription_id, const char *name, Files files, SpoolFile *file) {
 	int id;
 	unsigned xid;
 	char suffix[16];
 	int consumed = 0;
 	if (sscanf(name, "%d-%u.%15[a-z]%n", &id, &xid, suffix, &consumed) != 3 || name[consumed] != '\0' ||
 	    id != subscription_id)
-		return po::kInvalidXid;
-	bool stream = strcmp(suffix, kStreamSuffix) == 0;
-	bool prepared = strcmp(suffix, kPreparedSuffix) == 0;
-	bool taken = files == Files::All || (files == Files::Stream ? stream : prepared);
-	return (stream || prepared) && taken ? xid : po::kInvalidXid;
+		return false;
+	file->xid = xid;
+	file->prepared = strcmp(suffix, kPreparedSuffix) == 0;
+	if (!file->prepared && strcmp(suffix, kStreamSuffix) != 0)
+		return false;
+	return files == Files::All || file->prepared == (files == Files::Prepared);
 }
 
-// Removes the subscription's files that a scan takes and keep() does not keep. The directory is
-// read with opendir, not AllocateDir: the worker also scans it outside any transaction, where an
-// ERROR would leak what AllocateDir registered. A failure is reported at elevel once the directory
-// is closed: ERROR stops, LOG (where no error may be raised) goes on.
-void remove_files(int subscription_id, Files files, int elevel, const Spool *keep = nullptr) {
+// The subscription's spool files a scan takes, in the current context. The directory is read with
+// opendir, not AllocateDir: the worker also scans it outside any transaction, where an ERROR would
+// leak what AllocateDir registered. A directory that cannot be read is reported at elevel.
+SpoolFile *scan_files(int subscription_id, Files files, int elevel, int *count) {
+	*count = 0;
 	DIR *dir = opendir(kDirectory);
 	if (dir == nullptr) {
 		if (errno != ENOENT)
 			ereport(elevel, (errcode_for_file_access(), errmsg("could not open directory \"%s\": %m", kDirectory)));
-		return;
+		return nullptr;
 	}
-	char failed[MAXPGPATH] = "";
-	int failed_errno = 0;
-	while (struct dirent *entry = readdir(dir)) {
-		po::Xid xid = spool_file_xid(subscription_id, entry->d_name, files);
-		if (xid == po::kInvalidXid || (keep != nullptr && find_txn(keep, xid) != nullptr))
+	SpoolFile *found = nullptr;
+	int capacity = 0;
+	SpoolFile file;
+	while (struct dirent *entry = readdir(dir))
+		if (spool_file(subscription_id, entry->d_name, files, &file)) {
+			found = grown(CurrentMemoryContext, found, *count, &capacity);
+			found[(*count)++] = file;
+		}
+	closedir(dir);
+	return found;
+}
+
+// Removes the subscription's files that a scan takes and keep does not have in progress. A failure
+// is reported at elevel: ERROR stops there, LOG (where no error may be raised) goes on.
+void remove_files(int subscription_id, Files files, int elevel, const Spool *keep = nullptr) {
+	int count;
+	SpoolFile *found = scan_files(subscription_id, files, elevel, &count);
+	for (int i = 0; i < count; i++) {
+		if (keep != nullptr && find_txn(keep, found[i].xid) != nullptr)
 			continue;
 		char path[MAXPGPATH];
-		snprintf(path, MAXPGPATH, "%s/%s", kDirectory, entry->d_name);
-		if (unlink(path) < 0 && errno != ENOENT && failed[0] == '\0') {
-			failed_errno = errno;
-			strlcpy(failed, path, sizeof failed);
-		}
+		file_path(subscription_id, found[i].xid, found[i].prepared, path);
+		remove_file(path, elevel);
 	}
-	closedir(dir);
-	if (failed[0] != '\0') {
-		errno = failed_errno;
-		ereport(elevel, (errcode_for_file_access(), errmsg("could not remove spool file \"%s\": %m", failed)));
-	}
+	if (found != nullptr)
+		pfree(found);
 }
 
 } // namespace
@@ -316,7 +335,7 @@ bool spool_describe(Spool *s, Oid relation_id) {
 	for (int i = 0; i < t->ndescribed; i++)
 		if (t->described[i] == relation_id)
 			return false;
-	t->described = grown(s, t->described, t->ndescribed, &t->described_capacity);
+	t->described = grown(s->context, t->described, t->ndescribed, &t->described_capacity);
 	t->described[t->ndescribed++] = relation_id;
 	return true;
 }
@@ -438,45 +457,25 @@ void spool_remove_subscription_at_commit(int subscription_id) {
 	if (!callback_registered)
 		RegisterXactCallback(remove_dropped, nullptr);
 	callback_registered = true;
-	if (ndropped == dropped_capacity) {
-		dropped_capacity = Max(8, dropped_capacity * 2);
-		size_t bytes = sizeof(int) * dropped_capacity;
-		dropped = static_cast<int *>(dropped == nullptr ? MemoryContextAlloc(TopMemoryContext, bytes)
-		                                                : repalloc(dropped, bytes));
-	}
+	dropped = grown(TopMemoryContext, dropped, ndropped, &dropped_capacity);
 	dropped[ndropped++] = subscription_id;
 }
 
 bool spool_files_exist(int subscription_id) {
-	DIR *dir = opendir(kDirectory);
-	if (dir == nullptr)
-		return false;
-	bool found = false;
-	while (struct dirent *entry = found ? nullptr : readdir(dir))
-		found = spool_file_xid(subscription_id, entry->d_name, Files::All) != po::kInvalidXid;
-	closedir(dir);
-	return found;
+	int count;
+	SpoolFile *found = scan_files(subscription_id, Files::All, ERROR, &count);
+	if (found != nullptr)
+		pfree(found);
+	return count > 0;
 }
 
 po::Xid *spool_prepared_xids(Spool *s, int *count) {
-	*count = 0;
-	int capacity = 0;
-	po::Xid *xids = nullptr;
-	DIR *dir = opendir(kDirectory);
-	if (dir == nullptr)
-		return nullptr;
-	while (struct dirent *entry = readdir(dir)) {
-		po::Xid xid = spool_file_xid(s->subscription_id, entry->d_name, Files::Prepared);
-		if (xid == po::kInvalidXid)
-			continue;
-		if (*count == capacity) {
-			capacity = Max(8, capacity * 2);
-			xids = static_cast<po::Xid *>(xids == nullptr ? palloc(sizeof(po::Xid) * capacity)
-			                                              : repalloc(xids, sizeof(po::Xid) * capacity));
-		}
-		xids[(*count)++] = xid;
-	}
-	closedir(dir);
+	SpoolFile *found = scan_files(s->subscription_id, Files::Prepared, ERROR, count);
+	auto *xids = static_cast<po::Xid *>(palloc(sizeof(po::Xid) * Max(*count, 1)));
+	for (int i = 0; i < *count; i++)
+		xids[i] = found[i].xid;
+	if (found != nullptr)
+		pfree(found);
 	return xids;
 }
 
