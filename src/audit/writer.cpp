@@ -19,14 +19,14 @@
 // the upstream transactions. After an ERROR the caller aborts the local transaction, which
 // releases locks, pins and snapshots; writer_reset then just forgets them.
 //
-// writer_latest_image reads a row's latest change back: first among the buffered change rows,
-// through a hash of (schema, table, row_key) built only when a lookup needs it (a workload of
-// inserts never pays for it), then in the table through the change_row_key index, backwards from
-// the row's newest entry. That index scan uses SnapshotSelf, which sees the rows this very local
-// transaction inserted in earlier batches without a new snapshot or command counter.
+// Each upstream transaction's rows go to the time partitions of its commit time (store.hpp). Each
+// keyed change also sets the latest image of its row (images.hpp), and points at the change that
+// was the row's latest before it: history is a chain walked back from the image, and no index of
+// the history takes inserts at random keys.
 #include <string_view>
 
 #include "audit/writer.hpp"
+#include "audit/images.hpp"
 #include "recovery.hpp"
 
 #include "pg.hpp"
@@ -46,34 +46,28 @@ constexpr const char *kSchema = "logical_audit";
 // The columns the writer fills, by name: the audit tables may gain columns in later versions
 // (they are left NULL) and need not keep this order.
 enum ChangeColumn {
-	kChangeSubscription,
+	kChangeCommitTime,
 	kChangeCommitLsn,
+	kChangeSubscription,
+	kChangeRelation,
 	kChangeOrdinal,
+	kChangePrevTime,
+	kChangePrevLsn,
+	kChangePrevOrdinal,
+	kChangeMovedTime,
+	kChangeMovedLsn,
+	kChangeMovedOrdinal,
 	kChangeOp,
-	kChangeSchemaName,
-	kChangeTableName,
 	kChangeOldRow,
 	kChangeNewRow,
 	kChangeUnchangedToast,
 	kChangeChangedColumns,
-	kChangeRowKey,
 	kChangeColumns
 };
-const char *const kChangeNames[] = {"subscription",    "commit_lsn",      "ordinal", "op",
-                                    "schema_name",     "table_name",      "old_row", "new_row",
-                                    "unchanged_toast", "changed_columns", "row_key"};
-
-// The index writer_latest_image reads, and its columns in order: a search gives all but the
-// order columns (commit_lsn, ordinal); subscription, rarely a discriminator, comes last, where
-// the index filters on it without comparing it on every insert.
-constexpr const char *kRowKeyIndex = "change_row_key";
-const ChangeColumn kRowKeyIndexColumns[] = {kChangeSchemaName, kChangeTableName, kChangeRowKey,
-                                            kChangeCommitLsn,  kChangeOrdinal,   kChangeSubscription};
-const int kRowKeySearchAttnos[] = {1, 2, 3, 6};
-constexpr int kRowKeySearchColumns = lengthof(kRowKeySearchAttnos);
-
-// Buckets of the hash of buffered change rows: a power of two, twice the rows a batch holds.
-constexpr int kKeyBuckets = 2048;
+const char *const kChangeNames[] = {"commit_time", "commit_lsn",   "subscription_id", "relation_id",
+                                    "ordinal",     "prev_time",    "prev_lsn",        "prev_ordinal",
+                                    "moved_time",  "moved_lsn",    "moved_ordinal",   "op",
+                                    "old_row",     "new_row",      "unchanged_toast", "changed_columns"};
 
 enum TransactionColumn {
 	kTxnSubscription,
@@ -90,9 +84,9 @@ enum TransactionColumn {
 	kTxnRolledBack,
 	kTxnColumns
 };
-const char *const kTransactionNames[] = {"subscription", "xid",    "commit_lsn",   "end_lsn",
-                                         "commit_time",  "origin", "change_count", "annotations",
-                                         "audited_at",   "gid",    "prepare_time", "rolled_back"};
+const char *const kTransactionNames[] = {"subscription_id", "xid",    "commit_lsn",   "end_lsn",
+                                         "commit_time",     "origin", "change_count", "annotations",
+                                         "audited_at",      "gid",    "prepare_time", "rolled_back"};
 
 enum MessageColumn {
 	kMsgSubscription,
@@ -101,12 +95,11 @@ enum MessageColumn {
 	kMsgTransactional,
 	kMsgPrefix,
 	kMsgContent,
+	kMsgCommitTime,
 	kMsgColumns
 };
-const char *const kMessageNames[] = {"subscription", "lsn", "commit_lsn", "transactional", "prefix", "content"};
-
-// The audit tables, indexed by TableKind.
-enum TableKind { kChangeTable, kTransactionTable, kMessageTable, kTables };
+const char *const kMessageNames[] = {"subscription_id", "lsn",     "commit_lsn", "transactional",
+                                     "prefix",          "content", "commit_time"};
 
 struct TableSpec {
 	const char *name;
@@ -116,9 +109,9 @@ struct TableSpec {
 };
 
 const TableSpec kSpecs[kTables] = {
-    {"change", kChangeNames, kChangeColumns, kBatchRows},
-    {"transaction", kTransactionNames, kTxnColumns, kBatchRows},
-    {"message", kMessageNames, kMsgColumns, 1},
+    {"change_data", kChangeNames, kChangeColumns, kBatchRows},
+    {"transaction_data", kTransactionNames, kTxnColumns, kBatchRows},
+    {"message_data", kMessageNames, kMsgColumns, 1},
 };
 
 // The slots of an audit table, kept across local transactions. desc is a copy of the table's
@@ -128,12 +121,11 @@ struct TargetSlots {
 	TupleDesc desc;        // nullptr until built
 	int *attindex;         // attribute index of each of the spec's columns
 	TupleTableSlot **slots;
-	int nslots;                // created so far, up to spec.max_slots
-	TupleTableSlot *read_slot; // rows read back from the table (latest images), or nullptr
+	int nslots; // created so far, up to spec.max_slots
 };
 
 // One audit table: its slots, what the open local transaction opened of it, its buffered rows.
-// rel, estate, rri, bistate and key_scan belong to the local transaction: allocated in txn_context
+// rel, estate, rri and bistate belong to the local transaction: allocated in txn_context
 // (reset at its commit), released by close_target before the commit, or by the abort (which
 // releases pins, locks and scans) and forgotten by writer_reset after an ERROR.
 struct Target {
@@ -142,28 +134,17 @@ struct Target {
 	EState *estate;          // for index insertion and constraint checks
 	ResultRelInfo *rri;      // the relation with its open indexes
 	BulkInsertState bistate; // only once a full batch was written
-	IndexScanDesc key_scan;  // the change table's latest-image lookups, once one needed it; owned by
-	                         // txn_context, and every call on it runs there (see indexed_change)
+	TimestampTz lower;       // the range of commit times of rel, a time partition
+	TimestampTz upper;
 	MemoryContext batch;     // the buffered rows' values
 	int nbuffered;           // rows waiting in the slots
 	Size buffered_bytes;
 };
 
-// The buffered change rows by (schema, table, row_key): buckets[h % kKeyBuckets] is 1 + the newest
-// hashed slot of hash h, older[slot] 1 + the next older one in its bucket (0 ends a chain). Rows
-// are hashed lazily, up to the latest buffered one, when a lookup needs them.
-struct BufferedKeys {
-	int nhashed; // buffered rows hashed so far (rows without a row_key are skipped)
-	int buckets[kKeyBuckets];
-	int older[kBatchRows];
-	uint32 hashes[kBatchRows];
-};
-
 } // namespace
 
 struct Writer {
-	Datum subscription; // text
-	Datum ops[kOps];    // the operations' names as text, by Op
+	int32 subscription_id;
 	MemoryContext txn_context;
 	MemoryContext row_context; // the values of a single message row
 	bool local_open;           // a local transaction is open
@@ -172,6 +153,7 @@ struct Writer {
 	TimestampTz progress_time;
 	FullTransactionId xid;
 	XLogRecPtr final_lsn;
+	TimestampTz commit_time; // of the open upstream transaction
 	TimestampTz audited_at; // when the upstream transaction's Begin arrived
 	char *origin;           // from an Origin message, or nullptr
 	char *gid;              // of a prepared transaction, or nullptr
@@ -180,7 +162,8 @@ struct Writer {
 	Datum annotations; // jsonb object, or 0 when none
 	int32 ordinal;     // of the latest change
 	Target targets[kTables];
-	BufferedKeys keys; // of the change table's buffered rows
+	RelationIds *relations; // ids of upstream relations (long-lived, forgotten after an ERROR)
+	Images *images;         // opened in txn_context
 };
 
 namespace {
@@ -234,7 +217,6 @@ void prepare_slots(Target *t, const TableSpec &spec) {
 	MemoryContext caller = MemoryContextSwitchTo(t->s.context);
 	t->s.desc = nullptr;
 	t->s.nslots = 0;
-	t->s.read_slot = nullptr;
 	int *attindex = map_columns(desc, spec);
 	t->s.slots = static_cast<TupleTableSlot **>(palloc0(sizeof(TupleTableSlot *) * spec.max_slots));
 	t->s.attindex = attindex;
@@ -242,21 +224,28 @@ void prepare_slots(Target *t, const TableSpec &spec) {
 	MemoryContextSwitchTo(caller);
 }
 
-// The audit table of that kind, opened (by name, in RowExclusiveLock) once per local transaction.
-Target *open_target(Writer *w, TableKind kind) {
+void flush_rows(Writer *w, Target *t, bool full);
+void close_target(Target *t);
+
+// The time partition of an audit table that holds rows of that commit time, opened in
+// RowExclusiveLock once per local transaction. The rows buffered for another partition are
+// inserted first.
+Target *open_target(Writer *w, TableKind kind, TimestampTz time) {
 	Target *t = &w->targets[kind];
-	if (t->rel != nullptr)
+	if (t->rel != nullptr && t->lower <= time && time < t->upper)
 		return t;
-	const TableSpec &spec = kSpecs[kind];
+	if (t->rel != nullptr) {
+		flush_rows(w, t, false);
+		close_target(t);
+	}
 	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
-	Oid relid = RangeVarGetRelid(makeRangeVar(const_cast<char *>(kSchema), const_cast<char *>(spec.name), -1),
-	                             RowExclusiveLock, false);
-	t->rel = table_open(relid, NoLock);
+	Oid relid = partition_for(kind, w->subscription_id, time, &t->lower, &t->upper);
+	t->rel = table_open(relid, RowExclusiveLock);
 	if (t->rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
-		                errmsg("audit table %s.%s is not a plain table", kSchema, spec.name),
+		                errmsg("audit partition %s is not a plain table", RelationGetRelationName(t->rel)),
 		                errdetail("The audit worker inserts rows directly into the table's heap and indexes.")));
-	prepare_slots(t, spec);
+	prepare_slots(t, kSpecs[kind]);
 	init_executor(t);
 	MemoryContextSwitchTo(caller);
 	return t;
@@ -300,14 +289,6 @@ void insert_slots(Target *t, int n) {
 	}
 }
 
-// Forgets the hash of buffered change rows (they were inserted, or dropped after an error).
-void forget_buffered_keys(BufferedKeys *keys) {
-	if (keys->nhashed == 0)
-		return;
-	memset(keys->buckets, 0, sizeof(keys->buckets));
-	keys->nhashed = 0;
-}
-
 // Inserts a table's buffered rows, then frees their memory. A full batch switches the table to a
 // bulk-insert state (a ring of buffers and a pinned target page), as COPY does; small
 // transactions do without, keeping their pages in shared buffers.
@@ -325,8 +306,6 @@ void flush_rows(Writer *w, Target *t, bool full) {
 	MemoryContextReset(t->batch);
 	t->nbuffered = 0;
 	t->buffered_bytes = 0;
-	if (t == &w->targets[kChangeTable])
-		forget_buffered_keys(&w->keys);
 }
 
 // Stores a row (values copied by the caller into the table's batch context) in the next slot of a
@@ -340,8 +319,6 @@ void buffer_row(Writer *w, Target *t, int ncolumns, const Datum *values, const b
 
 // Releases what a table held in the local transaction (before its commit; locks stay until then).
 void close_target(Target *t) {
-	if (t->key_scan != nullptr)
-		index_endscan(t->key_scan);
 	if (t->bistate != nullptr) {
 		FreeBulkInsertState(t->bistate);
 		table_finish_bulk_insert(t->rel, 0);
@@ -353,7 +330,6 @@ void close_target(Target *t) {
 	t->estate = nullptr;
 	t->rri = nullptr;
 	t->bistate = nullptr;
-	t->key_scan = nullptr;
 }
 
 // Starts a local transaction with an active snapshot (type input and domain checks may need one).
@@ -374,6 +350,7 @@ LocalCommit commit_local(Writer *w) {
 	for (Target &t : w->targets)
 		if (t.rel != nullptr)
 			close_target(&t);
+	images_close(w->images);
 	replorigin_session_origin_lsn = w->progress_lsn;
 	replorigin_session_origin_timestamp = w->progress_time;
 	PopActiveSnapshot();
@@ -417,15 +394,18 @@ Datum bytea_datum(std::string_view bytes) {
 void insert_message(Writer *w, const po::LogicalMessage &m, bool transactional) {
 	// The prefix comes from the upstream as bytes: a text column needs it valid here.
 	pg_verifymbstr(m.prefix.data(), static_cast<int>(m.prefix.size()), false);
-	Target *t = open_target(w, kMessageTable);
+	// A non-transactional message has no commit time: it takes the time it is audited.
+	TimestampTz time = transactional ? w->commit_time : GetCurrentTimestamp();
+	Target *t = open_target(w, kMessageTable, time);
 	MemoryContext caller = MemoryContextSwitchTo(w->row_context);
-	Datum values[kMsgColumns] = {w->subscription,
+	Datum values[kMsgColumns] = {Int32GetDatum(w->subscription_id),
 	                             LSNGetDatum(m.lsn),
 	                             LSNGetDatum(w->final_lsn),
 	                             BoolGetDatum(transactional),
 	                             PointerGetDatum(cstring_to_text_with_len(m.prefix.data(), m.prefix.size())),
-	                             bytea_datum(m.content)};
-	bool isnull[kMsgColumns] = {false, false, !transactional, false, false, false};
+	                             bytea_datum(m.content),
+	                             TimestampTzGetDatum(time)};
+	bool isnull[kMsgColumns] = {false, false, !transactional, false, false, false, false};
 	store_row(t, target_slot(t, 0), kMsgColumns, values, isnull);
 	insert_slots(t, 1);
 	MemoryContextSwitchTo(caller);
@@ -487,10 +467,10 @@ void merge_annotations(Writer *w, std::string_view content) {
 
 // Buffers the logical_audit.transaction row of the open upstream transaction.
 void insert_transaction(Writer *w, const po::Commit &commit) {
-	Target *t = open_target(w, kTransactionTable);
+	Target *t = open_target(w, kTransactionTable, commit.commit_time);
 	MemoryContext caller = MemoryContextSwitchTo(t->batch);
 	Datum values[kTxnColumns] = {
-	    w->subscription,
+	    Int32GetDatum(w->subscription_id),
 	    FullTransactionIdGetDatum(w->xid),
 	    LSNGetDatum(w->final_lsn),
 	    LSNGetDatum(commit.end_lsn),
@@ -537,7 +517,6 @@ void forget_targets(Writer *w) {
 		t.estate = nullptr;
 		t.rri = nullptr;
 		t.bistate = nullptr;
-		t.key_scan = nullptr;
 		t.nbuffered = 0;
 		t.buffered_bytes = 0;
 		MemoryContextReset(t.batch);
@@ -545,166 +524,49 @@ void forget_targets(Writer *w) {
 		MemoryContextReset(t.s.context);
 		t.s.desc = nullptr;
 		t.s.nslots = 0;
-		t.s.read_slot = nullptr;
 	}
-	forget_buffered_keys(&w->keys);
+	images_forget(w->images);
 }
 
-// Whether a text Datum holds the same bytes as another.
-bool same_text(Datum a, Datum b) {
-	text *x = DatumGetTextPP(a), *y = DatumGetTextPP(b);
-	return VARSIZE_ANY_EXHDR(x) == VARSIZE_ANY_EXHDR(y) &&
-	       memcmp(VARDATA_ANY(x), VARDATA_ANY(y), VARSIZE_ANY_EXHDR(x)) == 0;
+// The operation's code in the op column.
+char op_code(Op op) {
+	static const char codes[kOps] = {'I', 'U', 'D', 'T', 'S'};
+	return codes[static_cast<int>(op)];
 }
 
-// The hash of a text Datum's bytes.
-uint32 text_hash(Datum value) {
-	text *t = DatumGetTextPP(value);
-	return hash_bytes(reinterpret_cast<const unsigned char *>(VARDATA_ANY(t)), VARSIZE_ANY_EXHDR(t));
+// Whether an UPDATE moved its row to another key: the upstream sent the old key, and it differs.
+bool moved_key(const ChangeRow &row) {
+	return row.op == Op::Update && !row.row_key.isnull && !row.old_row.isnull &&
+	       !DatumGetBool(DirectFunctionCall2(jsonb_eq, row.old_row.value, row.row_key.value));
 }
 
-// The hash of a row's identity (its table's names and its key), consistent with jsonb equality.
-uint32 key_hash(Datum schema_name, Datum table_name, Datum row_key) {
-	uint32 hash = DatumGetUInt32(DirectFunctionCall1(jsonb_hash, row_key));
-	hash = hash_combine(hash, text_hash(schema_name));
-	return hash_combine(hash, text_hash(table_name));
+// A link column pair (time, lsn, ordinal) to another change, NULL when there is none.
+void set_link(Datum *values, bool *isnull, int first, const Image *to) {
+	for (int c = first; c < first + 3; c++)
+		isnull[c] = to == nullptr;
+	if (to == nullptr)
+		return;
+	values[first] = TimestampTzGetDatum(to->at.time);
+	values[first + 1] = LSNGetDatum(to->at.lsn);
+	values[first + 2] = Int32GetDatum(to->at.ordinal);
 }
 
-// The value of one of the writer's columns in a buffered change row.
-Datum buffered_value(const Target *t, const TupleTableSlot *slot, ChangeColumn column, bool *isnull) {
-	*isnull = slot->tts_isnull[t->s.attindex[column]];
-	return slot->tts_values[t->s.attindex[column]];
-}
-
-// Links the buffered change rows not hashed yet into the buckets, oldest first, so that each
-// bucket starts at its newest row.
-void hash_buffered(BufferedKeys *keys, const Target *t) {
-	for (; keys->nhashed < t->nbuffered; keys->nhashed++) {
-		int i = keys->nhashed;
-		const TupleTableSlot *slot = t->s.slots[i];
-		bool isnull;
-		Datum row_key = buffered_value(t, slot, kChangeRowKey, &isnull);
-		if (isnull)
-			continue;
-		keys->hashes[i] = key_hash(buffered_value(t, slot, kChangeSchemaName, &isnull),
-		                           buffered_value(t, slot, kChangeTableName, &isnull), row_key);
-		int bucket = keys->hashes[i] & (kKeyBuckets - 1);
-		keys->older[i] = keys->buckets[bucket];
-		keys->buckets[bucket] = i + 1;
+// Links a keyed change to the latest changes of its row (under its key, and under the old key when
+// it moved the row) and makes it their latest: the image is the row after it, as the upstream
+// sent it, or none after a DELETE (and under the old key of a move).
+void link_change(Writer *w, int32 relation_id, const ChangeRow &row, const ChangeAt &at, Datum *values, bool *isnull) {
+	Image before;
+	bool found = images_find(w->images, w->txn_context, relation_id, row.row_key.value, &before);
+	set_link(values, isnull, kChangePrevTime, found ? &before : nullptr);
+	Image after = {at, row.op == Op::Delete ? (Datum)0 : row.new_row.value, !row.unchanged_toast.isnull};
+	images_set(w->images, w->txn_context, relation_id, row.row_key.value, after);
+	if (!moved_key(row)) {
+		set_link(values, isnull, kChangeMovedTime, nullptr);
+		return;
 	}
-}
-
-// Whether a buffered change row is one of that relation's row with that key.
-bool buffered_row_is(const Target *t, const TupleTableSlot *slot, const AuditRelation *relation, Datum row_key) {
-	bool isnull;
-	return same_text(buffered_value(t, slot, kChangeTableName, &isnull), relation->relname_text) &&
-	       same_text(buffered_value(t, slot, kChangeSchemaName, &isnull), relation->nspname_text) &&
-	       DatumGetBool(DirectFunctionCall2(jsonb_eq, buffered_value(t, slot, kChangeRowKey, &isnull), row_key));
-}
-
-// The newest buffered change row of the relation's row with that key, or nullptr.
-const TupleTableSlot *buffered_change(Writer *w, const Target *t, const AuditRelation *relation, Datum row_key) {
-	BufferedKeys *keys = &w->keys;
-	hash_buffered(keys, t);
-	uint32 hash = key_hash(relation->nspname_text, relation->relname_text, row_key);
-	for (int i = keys->buckets[hash & (kKeyBuckets - 1)] - 1; i >= 0; i = keys->older[i] - 1)
-		if (keys->hashes[i] == hash && buffered_row_is(t, t->s.slots[i], relation, row_key))
-			return t->s.slots[i];
-	return nullptr;
-}
-
-// The image a change row leaves of its row: its new_row, or 0 after a DELETE.
-Datum image_of(Datum op, Datum new_row, bool new_row_isnull) {
-	text *name = DatumGetTextPP(op);
-	bool deleted = VARSIZE_ANY_EXHDR(name) == 6 && memcmp(VARDATA_ANY(name), "DELETE", 6) == 0;
-	return deleted || new_row_isnull ? (Datum)0 : new_row;
-}
-
-// Whether an index is a valid btree over the columns writer_latest_image relies on, in order.
-bool fits_row_key_index(const Target *t, Relation index) {
-	int ncolumns = lengthof(kRowKeyIndexColumns);
-	if (index->rd_rel->relam != BTREE_AM_OID || !index->rd_index->indisvalid || index->rd_index->indnkeyatts < ncolumns)
-		return false;
-	for (int i = 0; i < ncolumns; i++)
-		if (index->rd_index->indkey.values[i] != t->s.attindex[kRowKeyIndexColumns[i]] + 1)
-			return false;
-	return true;
-}
-
-// The change table's row_key index, among the indexes the local transaction opened.
-Relation row_key_index(const Target *t) {
-	for (int i = 0; i < t->rri->ri_NumIndices; i++) {
-		Relation index = t->rri->ri_IndexRelationDescs[i];
-		if (strcmp(RelationGetRelationName(index), kRowKeyIndex) == 0 && fits_row_key_index(t, index))
-			return index;
-	}
-	ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT),
-	                errmsg("audit table %s.change has no valid index %s", kSchema, kRowKeyIndex),
-	                errdetail("The audit worker reads each row's latest change through a btree index on "
-	                          "(schema_name, table_name, row_key, commit_lsn, ordinal, subscription)."),
-	                errhint("Reinstall or update the logical_audit extension.")));
-	return nullptr; // not reached
-}
-
-// The local transaction's scan of the row_key index, begun at its first lookup.
-IndexScanDesc key_scan(Writer *w, Target *t) {
-	if (t->key_scan == nullptr) {
-		MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
-		t->key_scan = index_beginscan(t->rel, row_key_index(t), SnapshotSelf, kRowKeySearchColumns, 0);
-		MemoryContextSwitchTo(caller);
-	}
-	return t->key_scan;
-}
-
-// The slot that change rows are read back into, created on first use with the other slots.
-TupleTableSlot *read_slot(Target *t) {
-	if (t->s.read_slot == nullptr) {
-		MemoryContext caller = MemoryContextSwitchTo(t->s.context);
-		t->s.read_slot = MakeSingleTupleTableSlot(t->s.desc, table_slot_callbacks(t->rel));
-		MemoryContextSwitchTo(caller);
-	}
-	return t->s.read_slot;
-}
-
-// Reads the newest change row in the table of the relation's row with that key into slot (rows of
-// this local transaction included); false when there is none.
-bool indexed_change(Writer *w, Target *t, const AuditRelation *relation, Datum row_key, TupleTableSlot *slot) {
-	IndexScanDesc scan = key_scan(w, t);
-	const Datum values[kRowKeySearchColumns] = {relation->nspname_text, relation->relname_text, row_key,
-	                                            w->subscription};
-	const RegProcedure equals[kRowKeySearchColumns] = {F_TEXTEQ, F_TEXTEQ, F_JSONB_EQ, F_TEXTEQ};
-	ScanKeyData keys[kRowKeySearchColumns];
-	for (int i = 0; i < kRowKeySearchColumns; i++) {
-		int attno = kRowKeySearchAttnos[i];
-		ScanKeyEntryInitialize(&keys[i], 0, attno, BTEqualStrategyNumber, InvalidOid,
-		                       scan->indexRelation->rd_indcollation[attno - 1], equals[i], values[i]);
-	}
-	// The scan lives in txn_context, and nbtree allocates what it keeps between calls (the array
-	// of killed entries, made when a lookup meets the dead entries an aborted attempt left) in the
-	// context current at the call: run every call in the scan's own context, never in the
-	// per-message one that is reset under it.
-	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
-	index_rescan(scan, keys, kRowKeySearchColumns, nullptr, 0);
-	// Entries of one key are ordered by (commit_lsn, ordinal): the first one backwards is the newest.
-	bool found = index_getnext_slot(scan, BackwardScanDirection, slot);
-	MemoryContextSwitchTo(caller);
-	return found;
-}
-
-// The image the newest change row in the table leaves of the row, copied out of the buffer page.
-Datum indexed_image(Writer *w, Target *t, const AuditRelation *relation, Datum row_key) {
-	TupleTableSlot *slot = read_slot(t);
-	Datum image = (Datum)0;
-	if (indexed_change(w, t, relation, row_key, slot)) {
-		bool op_isnull, new_row_isnull;
-		Datum op = slot_getattr(slot, t->s.attindex[kChangeOp] + 1, &op_isnull);
-		Datum new_row = slot_getattr(slot, t->s.attindex[kChangeNewRow] + 1, &new_row_isnull);
-		image = image_of(op, new_row, new_row_isnull);
-		if (image != (Datum)0)
-			image = PointerGetDatum(PG_DETOAST_DATUM_COPY(image));
-	}
-	ExecClearTuple(slot);
-	return image;
+	found = images_find(w->images, w->txn_context, relation_id, row.old_row.value, &before);
+	set_link(values, isnull, kChangeMovedTime, found ? &before : nullptr);
+	images_set(w->images, w->txn_context, relation_id, row.old_row.value, Image{at, (Datum)0, false});
 }
 
 } // namespace
@@ -725,19 +587,17 @@ const char *op_name(Op op) {
 	return "unknown";
 }
 
-Writer *writer_create(const char *subscription, MemoryContext context) {
+Writer *writer_create(int32 subscription_id, MemoryContext context) {
 	Writer *w = static_cast<Writer *>(MemoryContextAllocZero(context, sizeof(Writer)));
-	MemoryContext caller = MemoryContextSwitchTo(context);
-	w->subscription = PointerGetDatum(cstring_to_text(subscription));
-	for (int i = 0; i < kOps; i++)
-		w->ops[i] = CStringGetTextDatum(op_name(static_cast<Op>(i)));
-	MemoryContextSwitchTo(caller);
+	w->subscription_id = subscription_id;
 	w->txn_context = AllocSetContextCreate(context, "logical_audit writer transaction", ALLOCSET_DEFAULT_SIZES);
 	w->row_context = AllocSetContextCreate(context, "logical_audit writer row", ALLOCSET_DEFAULT_SIZES);
 	for (Target &t : w->targets) {
 		t.batch = AllocSetContextCreate(context, "logical_audit writer batch", ALLOCSET_DEFAULT_SIZES);
 		t.s.context = AllocSetContextCreate(context, "logical_audit writer slots", ALLOCSET_DEFAULT_SIZES);
 	}
+	w->relations = relation_ids_create(context);
+	w->images = images_create(context);
 	on_error_cleanup([](void *writer) { writer_reset(static_cast<Writer *>(writer)); }, w);
 	return w;
 }
@@ -751,6 +611,7 @@ void writer_begin(Writer *w, const po::Begin &begin) {
 	// wraparound; commit_lsn is what identifies a transaction).
 	w->xid = FullTransactionIdFromEpochAndXid(0, begin.xid);
 	w->final_lsn = begin.final_lsn;
+	w->commit_time = begin.commit_time;
 	w->audited_at = GetCurrentStatementStartTimestamp(); // what the column's default now() would give
 	w->in_transaction = true;
 }
@@ -761,32 +622,32 @@ void writer_change(Writer *w, const ChangeRow &row) {
 	if (w->ordinal == PG_INT32_MAX)
 		ereport(ERROR, (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 		                errmsg("upstream transaction has more than %d changes", PG_INT32_MAX)));
-	Target *t = open_target(w, kChangeTable);
+	StoredRelation *relation = relation_ids_find(w->relations, w->subscription_id, row.schema_name, row.table_name);
+	ChangeAt at = {w->commit_time, w->final_lsn, w->ordinal + 1};
+	Datum values[kChangeColumns] = {};
+	bool isnull[kChangeColumns] = {};
+	if (!row.row_key.isnull)
+		link_change(w, relation->id, row, at, values, isnull);
+	else
+		for (int c = kChangePrevTime; c <= kChangeMovedOrdinal; c++)
+			isnull[c] = true;
+	if (row.op == Op::Truncate) {
+		relation->truncated = true;
+		relation->truncate = at;
+	}
+	Target *t = open_target(w, kChangeTable, w->commit_time);
 	MemoryContext caller = MemoryContextSwitchTo(t->batch);
-	Datum values[kChangeColumns] = {
-	    w->subscription,
-	    LSNGetDatum(w->final_lsn),
-	    Int32GetDatum(w->ordinal + 1),
-	    w->ops[static_cast<int>(row.op)],
-	    copy_varlena(row.schema_name, false, &t->buffered_bytes), // a new Relation message frees the names
-	    copy_varlena(row.table_name, false, &t->buffered_bytes),
-	    copy_varlena(row.old_row.value, row.old_row.isnull, &t->buffered_bytes),
-	    copy_varlena(row.new_row.value, row.new_row.isnull, &t->buffered_bytes),
-	    copy_varlena(row.unchanged_toast.value, row.unchanged_toast.isnull, &t->buffered_bytes),
-	    copy_varlena(row.changed_columns.value, row.changed_columns.isnull, &t->buffered_bytes),
-	    copy_varlena(row.row_key.value, row.row_key.isnull, &t->buffered_bytes),
-	};
-	bool isnull[kChangeColumns] = {false,
-	                               false,
-	                               false,
-	                               false,
-	                               false,
-	                               false,
-	                               row.old_row.isnull,
-	                               row.new_row.isnull,
-	                               row.unchanged_toast.isnull,
-	                               row.changed_columns.isnull,
-	                               row.row_key.isnull};
+	values[kChangeCommitTime] = TimestampTzGetDatum(at.time);
+	values[kChangeCommitLsn] = LSNGetDatum(at.lsn);
+	values[kChangeSubscription] = Int32GetDatum(w->subscription_id);
+	values[kChangeRelation] = Int32GetDatum(relation->id);
+	values[kChangeOrdinal] = Int32GetDatum(at.ordinal);
+	values[kChangeOp] = CharGetDatum(op_code(row.op));
+	const NullableDatum *varying[] = {&row.old_row, &row.new_row, &row.unchanged_toast, &row.changed_columns};
+	for (int i = 0; i < static_cast<int>(lengthof(varying)); i++) {
+		values[kChangeOldRow + i] = copy_varlena(varying[i]->value, varying[i]->isnull, &t->buffered_bytes);
+		isnull[kChangeOldRow + i] = varying[i]->isnull;
+	}
 	w->ordinal++;
 	buffer_row(w, t, kChangeColumns, values, isnull, kChangeTable);
 	MemoryContextSwitchTo(caller);
@@ -859,14 +720,15 @@ void writer_progress(Writer *w, XLogRecPtr lsn, TimestampTz time) {
 Datum writer_latest_image(Writer *w, const AuditRelation *relation, Datum row_key) {
 	if (!w->in_transaction)
 		elog(ERROR, "latest image looked up outside an upstream transaction");
-	Target *t = open_target(w, kChangeTable);
-	if (const TupleTableSlot *slot = buffered_change(w, t, relation, row_key)) {
-		bool op_isnull, new_row_isnull;
-		Datum op = buffered_value(t, slot, kChangeOp, &op_isnull);
-		Datum new_row = buffered_value(t, slot, kChangeNewRow, &new_row_isnull);
-		return image_of(op, new_row, new_row_isnull);
-	}
-	return indexed_image(w, t, relation, row_key);
+	StoredRelation *stored =
+	    relation_ids_find(w->relations, w->subscription_id, relation->nspname_text, relation->relname_text);
+	Image image;
+	if (!images_find(w->images, w->txn_context, stored->id, row_key, &image) || image.row == (Datum)0)
+		return (Datum)0;
+	// A TRUNCATE of the table since ended the row.
+	if (stored->truncated && change_before(image.at, stored->truncate))
+		return (Datum)0;
+	return PointerGetDatum(PG_DETOAST_DATUM_COPY(image.row));
 }
 
 bool writer_local_open(const Writer *w) {
@@ -888,6 +750,7 @@ bool writer_in_transaction(const Writer *w) {
 void writer_reset(Writer *w) {
 	// The abort released relations, locks, pins, snapshots: only forget them here.
 	forget_targets(w);
+	relation_ids_forget(w->relations);
 	end_transaction(w);
 	w->local_open = false;
 	w->progress_lsn = InvalidXLogRecPtr; // the aborted transaction's progress is not made

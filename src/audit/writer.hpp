@@ -18,15 +18,15 @@ namespace logical_audit::audit {
 
 struct Writer; // opaque
 
-// Creates a writer for the named subscription; its memory lives in context. writer_reset runs
+// Creates a writer for the subscription with that id; its memory lives in context. writer_reset runs
 // after every ERROR (an error cleanup, see recovery.hpp).
-Writer *writer_create(const char *subscription, MemoryContext context);
+Writer *writer_create(int32 subscription_id, MemoryContext context);
 
 // Starts an upstream transaction, in the open local transaction or in a new one. Its audited_at is
 // the current statement start timestamp (the caller sets it when the Begin arrives).
 void writer_begin(Writer *writer, const pgoutput::Begin &begin);
 
-// The operation of a change row, stored as its name (op_name).
+// The operation of a change row (stored as a one-letter code, shown by its name, op_name).
 enum class Op { Insert, Update, Delete, Truncate, Snapshot };
 constexpr int kOps = 5;
 
@@ -49,11 +49,10 @@ struct ChangeRow {
 void writer_change(Writer *writer, const ChangeRow &row);
 
 // The latest audited image of a row of the relation in the open upstream transaction's
-// subscription: the new_row of the latest change (highest commit_lsn, ordinal) whose row_key is
-// row_key, when that change left the row there (INSERT, UPDATE or SNAPSHOT). The rows not yet
-// inserted are looked at first, then the table, including this local transaction's rows. Returns
-// 0 when there is none or the latest change is a DELETE. The image is valid until the next writer
-// call or the end of the current memory context, whichever comes first.
+// subscription (logical_audit.row_image, this local transaction's changes included): the values
+// its latest change under row_key sent, when that change left the row there (INSERT, UPDATE or
+// SNAPSHOT) and no TRUNCATE came after it. Returns 0 when there is none. The image is a copy in the
+// current memory context.
 Datum writer_latest_image(Writer *writer, const AuditRelation *relation, Datum row_key);
 
 // Records a logical message. A transactional one belongs to the open upstream transaction (its

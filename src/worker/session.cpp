@@ -23,6 +23,7 @@
 #include "stream/connection.hpp"
 #include "worker/session.hpp"
 #include "worker/slot_health.hpp"
+#include "worker/store_upkeep.hpp"
 #include "worker/snapshot.hpp"
 
 #include "pg.hpp"
@@ -748,14 +749,14 @@ long keep_alive() {
 // PREPARE, where the primary key finds it.
 bool prepared_audited(WorkerContext &w, po::Xid xid, const po::PrepareFields &prepare) {
 	char *gid = pnstrdup(prepare.gid.data(), prepare.gid.size());
-	Oid types[5] = {TEXTOID, LSNOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
-	Datum values[5] = {CStringGetTextDatum(w.subscription->name), LSNGetDatum(prepare.prepare_lsn),
+	Oid types[5] = {INT4OID, LSNOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum values[5] = {Int32GetDatum(w.subscription->id), LSNGetDatum(prepare.prepare_lsn),
 	                   CStringGetTextDatum(psprintf("%u", xid)), CStringGetTextDatum(gid),
 	                   TimestampTzGetDatum(prepare.prepare_time)};
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
-	int rc = SPI_execute_with_args("SELECT 1 FROM logical_audit.transaction WHERE subscription = $1 AND "
+	int rc = SPI_execute_with_args("SELECT 1 FROM logical_audit.transaction_data WHERE subscription_id = $1 AND "
 	                               "commit_lsn >= $2 AND xid = $3::xid8 AND gid = $4 AND prepare_time = $5",
 	                               5, types, values, nullptr, true, 1);
 	if (rc != SPI_OK_SELECT)
@@ -817,6 +818,7 @@ void start(WorkerContext &w) {
 	options.binary = sub->options.binary;
 	session.decoder = po::Decoder(options.proto_version);
 	remove_audited_prepared(w);
+	keep_store(w, true);
 	stream::start_replication(session.conn, options);
 	session.received = session.flushed = session.upstream = session.reported = origin_lsn;
 	session.npending = 0;
@@ -872,6 +874,7 @@ void run_session(WorkerContext &w) {
 			commit_group(w);
 			sweep_spool_if_due(w);
 			check_slot_if_due(w, session.flushed, session.upstream);
+			keep_store(w, false);
 		}
 		if (advance_flushed(w))
 			publish_status(w, 0);

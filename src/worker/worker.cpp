@@ -135,7 +135,7 @@ WorkerContext make_context(Subscription *sub, WorkerSlot *slot) {
 	w.relations = audit::relations_create(
 	    AllocSetContextCreate(TopMemoryContext, "logical_audit relations", ALLOCSET_DEFAULT_SIZES));
 	w.writer = audit::writer_create(
-	    sub->name, AllocSetContextCreate(TopMemoryContext, "logical_audit writer", ALLOCSET_DEFAULT_SIZES));
+	    sub->id, AllocSetContextCreate(TopMemoryContext, "logical_audit writer", ALLOCSET_DEFAULT_SIZES));
 	w.spool = audit::spool_create(
 	    sub->id, AllocSetContextCreate(TopMemoryContext, "logical_audit spool", ALLOCSET_DEFAULT_SIZES));
 	w.message_context = AllocSetContextCreate(TopMemoryContext, "logical_audit message", ALLOCSET_DEFAULT_SIZES);
