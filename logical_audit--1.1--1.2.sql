@@ -547,7 +547,7 @@ BEGIN
 			WHERE d.subscription_id = rel.subscription_id AND d.relation_id = rel.id AND d.op = 'T'
 			  AND d.commit_lsn >= (SELECT min(o.commit_lsn) FROM own o)),
 		steps AS (
-			SELECT u AS c, CASE WHEN u.op IN ('D', 'T') THEN false
+			SELECT ROW(u.*)::logical_audit.change_data AS c, CASE WHEN u.op IN ('D', 'T') THEN false
 			                    WHEN keyed THEN NOT (u.op = 'U' AND coalesce(u.old_row = row_timeline.key, false))
 			                    ELSE coalesce(u.new_row @> row_timeline.key, false)
 			               END AS exists_after

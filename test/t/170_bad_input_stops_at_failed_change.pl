@@ -22,7 +22,7 @@ $up->safe_psql('postgres', q{
 });
 create_subscription($down, 'sub', $up);
 $down->safe_psql('postgres', q{
-	ALTER TABLE logical_audit.change ADD CONSTRAINT reject_poison CHECK (new_row->>'v' IS DISTINCT FROM 'poison')});
+	ALTER TABLE logical_audit.change_data ADD CONSTRAINT reject_poison CHECK (new_row->>'v' IS DISTINCT FROM 'poison')});
 
 $up->safe_psql('postgres', q{INSERT INTO poison_target VALUES (1, 'fine before')});
 wait_for_audit_catchup($up, $down, 'sub');
@@ -68,7 +68,7 @@ like($context, qr/poison_target/, 'its context names the relation');
 like($context, qr/\b$xid\b/, 'its context names the upstream xid');
 like($context, qr{[0-9A-F]+/[0-9A-F]+}, 'its context names the LSN');
 
-$down->safe_psql('postgres', 'ALTER TABLE logical_audit.change DROP CONSTRAINT reject_poison');
+$down->safe_psql('postgres', 'ALTER TABLE logical_audit.change_data DROP CONSTRAINT reject_poison');
 wait_for_state($down, 'sub', 'streaming');
 wait_for_audit_catchup($up, $down, 'sub');
 is( $down->safe_psql('postgres', q{

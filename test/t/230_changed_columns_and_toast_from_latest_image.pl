@@ -100,8 +100,10 @@ is( $down->safe_psql('postgres', q{
 	'50', 'earlier upstream transactions: every UPDATE got changed_columns and its TOAST value');
 cmp_ok(
 	$down->safe_psql('postgres', q{
-		SELECT count(*) FROM logical_audit.change i JOIN logical_audit.change u USING (subscription, row_key)
-		WHERE i.table_name = 'acct' AND i.op = 'INSERT' AND u.op = 'UPDATE'
+		SELECT count(*) FROM logical_audit.change_data i
+		JOIN logical_audit.change_data u ON u.prev_lsn = i.commit_lsn AND u.prev_ordinal = i.ordinal
+		JOIN logical_audit.relation r ON r.id = i.relation_id
+		WHERE r.table_name = 'acct' AND i.op = 'I' AND u.op = 'U'
 		  AND (i.new_row->>'id')::int BETWEEN 101 AND 150 AND i.xmin = u.xmin AND i.commit_lsn < u.commit_lsn}),
 	'>', 0, 'some of those pairs were written in one local transaction');
 
@@ -126,9 +128,10 @@ is(updates_of('acct', 6), "NULL {note} absent\n{qty} {note} absent",
 	'no image: changed_columns NULL and the TOAST value absent; the next update compares with that row');
 is(updates_of('acct', 2), "{qty} {note} 5000\n{name} {note} 5000", 'a back-filled value is the next image');
 is( $down->safe_psql('postgres', q{
-		SELECT string_agg(row_key::text, ' ' ORDER BY commit_lsn, ordinal) FROM logical_audit.change
-		WHERE table_name = 'acct' AND op = 'UPDATE' AND new_row->>'id' IN ('4', '40')}),
-	'{"id": 40} {"id": 40}', 'row_key is the key after the change');
+		SELECT string_agg(i.row_key::text || ' ' || (i.image IS NOT NULL), ', ' ORDER BY i.row_key::text)
+		FROM logical_audit.row_image i JOIN logical_audit.relation r ON r.id = i.relation_id
+		WHERE r.table_name = 'acct' AND i.row_key->>'id' IN ('4', '40')}),
+	'{"id": 40} true, {"id": 4} false', 'the latest image: none under the old key, the row under the new one');
 
 # REPLICA IDENTITY FULL: changed_columns from the old row, the TOAST value from it too.
 $up->safe_psql('postgres', q{
@@ -139,7 +142,9 @@ $up->safe_psql('postgres', q{
 wait_for_audit_catchup($up, $down, 'sub');
 is(updates_of('by_full', 1), "{n} {body} 5000\n{v,body} NULL 5",
 	'FULL: changed_columns and TOAST values from the old row');
-is( $down->safe_psql('postgres', q{SELECT count(*) FROM logical_audit.change WHERE table_name = 'by_full' AND row_key IS NOT NULL}),
-	'0', 'FULL: no row_key');
+is( $down->safe_psql('postgres', q{
+		SELECT count(*) FROM logical_audit.row_image i JOIN logical_audit.relation r ON r.id = i.relation_id
+		WHERE r.table_name = 'by_full'}),
+	'0', 'FULL: no image');
 
 done_testing();

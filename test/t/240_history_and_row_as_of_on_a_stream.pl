@@ -94,8 +94,10 @@ is( $down->safe_psql('postgres', q{
 	't', 'history rows carry their transaction');
 
 is( $down->safe_psql('postgres', q{
-		SELECT string_agg(table_name || ' ' || op || ' ' || coalesce(row_key::text, '-'), E'\n' ORDER BY commit_lsn, ordinal)
-		FROM logical_audit.change WHERE op IN ('INSERT', 'DELETE', 'TRUNCATE') AND table_name <> 'item'}),
+		SELECT string_agg(c.table_name || ' ' || c.op || ' ' || coalesce(i.row_key::text, '-'), E'\n' ORDER BY c.commit_lsn, c.ordinal)
+		FROM logical_audit.change c
+		LEFT JOIN logical_audit.row_image i ON i.relation_id = c.relation_id AND i.commit_lsn = c.commit_lsn AND i.ordinal = c.ordinal
+		WHERE c.op IN ('INSERT', 'DELETE', 'TRUNCATE') AND c.table_name <> 'item'}),
 	join("\n",
 		'by_index INSERT {"n": 1, "code": "x"}', 'logged INSERT -', 'logged INSERT -',
 		'by_index DELETE {"n": 1, "code": "y"}', 'logged DELETE -', 'logged TRUNCATE -'),

@@ -59,7 +59,7 @@ $down->safe_psql('postgres', q{SELECT logical_audit.drop_subscription('binary_su
 # 2. The cause goes: the downstream refuses the transaction's last row until the test lets it in.
 wait_for_audit_catchup($up, $down, 'sub');
 $down->safe_psql('postgres', q{
-	ALTER TABLE logical_audit.change ADD CONSTRAINT refuse_last CHECK (new_row->>'v' IS DISTINCT FROM '-1')});
+	ALTER TABLE logical_audit.change_data ADD CONSTRAINT refuse_last CHECK (new_row->>'v' IS DISTINCT FROM '-1')});
 $offset = -s $down->logfile;
 $error_time = status_field($down, 'sub', 'last_error_time');
 $up->safe_psql('postgres', q{
@@ -71,7 +71,7 @@ $up->safe_psql('postgres', q{
 $error_time = wait_for_failures('sub', $error_time, 3);
 ok(!crashed_since($offset), 'three retries over the aborted rows crash nothing (text mode)')
   or diag(slurp_file($down->logfile, $offset));
-$down->safe_psql('postgres', 'ALTER TABLE logical_audit.change DROP CONSTRAINT refuse_last');
+$down->safe_psql('postgres', 'ALTER TABLE logical_audit.change_data DROP CONSTRAINT refuse_last');
 wait_for_audit_catchup($up, $down, 'sub');
 is( $down->safe_psql('postgres', q{
 		SELECT count(*), count(DISTINCT new_row->>'id'), min(changed_columns::text), max(changed_columns::text)

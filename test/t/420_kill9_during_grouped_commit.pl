@@ -41,7 +41,7 @@ $workload->finish;
 is($?, 0, 'the upstream workload completed') or diag($$err);
 wait_for_audit_catchup($up, $down, 'sub');
 is( $down->safe_psql('postgres', q{
-		SELECT max(n) > 1 FROM (SELECT count(*) AS n FROM logical_audit.transaction
+		SELECT max(n) > 1 FROM (SELECT count(*) AS n FROM logical_audit.transaction_data
 		                        GROUP BY xmin::text) g}),
 	't', 'the worker grouped several upstream transactions into one local commit');
 unlike(slurp_file($down->logfile, $offset), qr/terminated by signal/, 'no process crashed');
