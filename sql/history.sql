@@ -1,11 +1,12 @@
--- logical_audit.history() and logical_audit.row_as_of() over audit rows written here directly:
+-- logical_audit.history() and logical_audit.row_as_of() over audit rows written here directly, in
+-- version 1.1's tables, then brought into 1.2's store by ALTER EXTENSION UPDATE:
 -- a row's timeline follows its key through INSERT, UPDATE, key changes, DELETE, TRUNCATE and
 -- SNAPSHOT; tables without a key (REPLICA IDENTITY FULL) are matched by containment; each
 -- subscription keeps its own timeline; bad arguments are clear errors.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 SET client_min_messages = warning;
-CREATE EXTENSION logical_audit;
+CREATE EXTENSION logical_audit VERSION '1.1';
 SET TimeZone = 'UTC';
 
 -- Upstream transaction n commits at LSN 0/n00 (hex), n minutes after midnight.
@@ -67,6 +68,7 @@ FROM (VALUES
 	('erp', 1, 1, 'INSERT', 'public', 'item', '{"id": 1}', NULL, '{"id": 1, "name": "erp"}'),
 	('erp', 3, 1, 'UPDATE', 'public', 'item', '{"id": 1}', NULL, '{"id": 1, "name": "erp2"}')
 ) v(sub, n, ordinal, op, schema_name, table_name, row_key, old_row, new_row);
+ALTER EXTENSION logical_audit UPDATE;
 
 -- Every column, for a short timeline.
 SELECT * FROM logical_audit.history('public', 'item', '{"id": 1}', 'erp');
@@ -155,12 +157,14 @@ RESET enable_seqscan;
 DROP TABLE seen;
 DROP FUNCTION answers();
 
--- The functions read the audit tables with the caller's privileges.
+-- The functions read the store with the caller's privileges: an auditor is granted its tables.
 CREATE ROLE regress_la_auditor;
 SET ROLE regress_la_auditor;
 SELECT count(*) FROM logical_audit.history('public', 'item', '{"id": 1}');
 RESET ROLE;
-GRANT SELECT ON logical_audit.change, logical_audit.transaction TO regress_la_auditor;
+GRANT SELECT ON logical_audit.change, logical_audit.transaction, logical_audit.change_data,
+	logical_audit.transaction_data, logical_audit.relation, logical_audit.store, logical_audit.row_image
+	TO regress_la_auditor;
 SET ROLE regress_la_auditor;
 SELECT count(*) FROM logical_audit.history('public', 'item', '{"id": 1}');
 SELECT logical_audit.row_as_of('public', 'item', '{"id": 8}', at(14), 'crm');
@@ -183,16 +187,17 @@ SELECT count(*) AS pairs,
                            OR (a.j OPERATOR(logical_audit.~<~) b.j) <> (a.j < b.j)) AS disagreements
 FROM sample_keys a, sample_keys b;
 DROP TABLE sample_keys;
--- jsonb's = finds a row by its key through the index, and the index answers in its own order.
+-- Whatever the statistics say, a row's latest image is found by its key, and each step back its
+-- chain is one index lookup in one time partition.
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
-EXPLAIN (COSTS OFF) SELECT * FROM logical_audit.change c
-WHERE c.subscription = 'crm' AND c.schema_name = 'public' AND c.table_name = 'item' AND c.row_key = '{"id": 1}';
-EXPLAIN (COSTS OFF) SELECT c.row_key FROM logical_audit.change c
-WHERE c.subscription = 'crm' AND c.schema_name = 'public' AND c.table_name = 'item' AND c.row_key IS NOT NULL
-ORDER BY c.row_key USING OPERATOR(logical_audit.~<~) LIMIT 1;
+EXPLAIN (COSTS OFF) SELECT * FROM logical_audit.row_image i WHERE i.relation_id = 1 AND i.row_key = '{"id": 1}';
 RESET enable_seqscan;
 RESET enable_bitmapscan;
+EXPLAIN (COSTS OFF) SELECT * FROM logical_audit.change_data d
+WHERE d.subscription_id = 1 AND d.commit_time = at(2) AND d.commit_lsn = lsn(2) AND d.ordinal = 1;
+SELECT subscription, audit_table, partition, from_time, to_time FROM logical_audit.partitions
+WHERE from_time < '2025-01-01' ORDER BY 1, 2;
 
 DROP EXTENSION logical_audit;
 DROP ROLE regress_la_auditor;

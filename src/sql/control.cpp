@@ -217,22 +217,6 @@ void lock_and_check_unique(const char *name) {
 		ereport(ERROR, (errcode(ERRCODE_DUPLICATE_OBJECT), errmsg("subscription \"%s\" already exists", name)));
 }
 
-// A baseline snapshot is recorded under commit_lsn 0/0: audit rows of an earlier subscription of
-// the same name (kept when it was dropped) must not hold one already.
-void check_no_earlier_snapshot(const char *name) {
-	Oid types[1] = {TEXTOID};
-	Datum values[1] = {CStringGetTextDatum(name)};
-	spi_run("SELECT 1 FROM logical_audit.transaction WHERE subscription = $1 AND commit_lsn = '0/0'", 1, types, values,
-	        true, SPI_OK_SELECT);
-	if (SPI_processed > 0)
-		ereport(
-		    ERROR,
-		    (errcode(ERRCODE_DUPLICATE_OBJECT),
-		     errmsg("audit rows of subscription \"%s\" already hold a baseline snapshot", name),
-		     errdetail("An earlier subscription of that name took one; its audit rows were kept when it was dropped."),
-		     errhint("Choose another subscription name, or delete the earlier audit rows of that name.")));
-}
-
 // Whether a conninfo sets a non-empty password.
 bool conninfo_has_password(const char *conninfo) {
 	char *error = nullptr;
@@ -481,8 +465,6 @@ extern "C" Datum logical_audit_create_subscription(PG_FUNCTION_ARGS) {
 	MemoryContext context = CurrentMemoryContext;
 	SPI_connect();
 	la::lock_and_check_unique(sub.name);
-	if (sub.options.snapshot)
-		la::check_no_earlier_snapshot(sub.name);
 	// The slot is created before anything of this transaction takes a transaction id (see
 	// lock_and_check_unique); whatever fails after it drops it again.
 	PGconn *conn = la::stream::connect(sub.conninfo, "logical_audit", true);
