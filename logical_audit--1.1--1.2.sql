@@ -337,8 +337,9 @@ AS $$
 	  AND p.ordinal = coalesce(c.moved_ordinal, c.prev_ordinal)
 $$;
 
--- A change's new_row with its unchanged TOASTed values (unchanged_toast) taken from the earlier
--- changes of the row that sent them; a value no kept change sent stays absent.
+-- A change's new_row with its unchanged TOASTed values (unchanged_toast) taken from its full old
+-- row, else from the earlier changes of the row that sent them; a value no kept change sent stays
+-- absent.
 CREATE FUNCTION logical_audit.complete_row(c logical_audit.change_data) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 AS $$
@@ -346,13 +347,18 @@ DECLARE
 	result jsonb := c.new_row;
 	missing text[] := ARRAY(SELECT m FROM unnest(c.unchanged_toast) m WHERE NOT c.new_row ? m);
 	p logical_audit.change_data := c;
+	source jsonb := c.old_row; -- a full old row (REPLICA IDENTITY FULL) holds them all
 	found_values jsonb;
 BEGIN
 	WHILE result IS NOT NULL AND cardinality(missing) > 0 LOOP
-		p := logical_audit.lineage_prev(p);
-		EXIT WHEN p.commit_lsn IS NULL;
+		IF source IS NULL THEN
+			p := logical_audit.lineage_prev(p);
+			EXIT WHEN p.commit_lsn IS NULL;
+			source := p.new_row;
+		END IF;
 		SELECT jsonb_object_agg(e.key, e.value) INTO found_values
-		FROM jsonb_each(p.new_row) e WHERE e.key = ANY (missing) AND e.value <> 'null';
+		FROM jsonb_each(source) e WHERE e.key = ANY (missing) AND e.value <> 'null';
+		source := NULL;
 		IF found_values IS NOT NULL THEN
 			result := found_values || result;
 			missing := ARRAY(SELECT m FROM unnest(missing) m WHERE NOT found_values ? m);

@@ -1,5 +1,5 @@
-// row_key, changed_columns and unchanged TOAST values of change rows, from the old row or the
-// latest audited image of the row.
+// row_key and changed_columns of change rows, from the old row or the latest audited image of the
+// row. Unchanged TOAST values are not copied: they are resolved when read.
 //
 // Values are compared as jsonb values (numbers by value, nested documents as jsonb compares them):
 // the image is jsonb, and the new row's values are already converted to jsonb. Everything here is
@@ -91,46 +91,11 @@ Datum changed_from_image(const AuditRelation *relation, const po::TupleData &new
 	return PointerGetDatum(construct_array(names, count, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-// Pushes "name": value into the object under construction.
-void push_pair(JsonbParseState **state, const AuditColumn &column, JsonbValue *value) {
-	JsonbValue key;
-	key.type = jbvString;
-	key.val.string.val = column.name;
-	key.val.string.len = column.name_len;
-	pushJsonbValue(state, WJB_KEY, &key);
-	pushJsonbValue(state, WJB_VALUE, value);
-}
-
-// Adds to new_row the values of the columns the new tuple did not send (unchanged TOAST) that the
-// image holds. An image's JSON null is not taken: an unsent TOASTed value is never NULL.
-void fill_unchanged_toast(const AuditRelation *relation, ChangeRow &row, const po::TupleData &new_tuple, Datum image) {
-	if (row.unchanged_toast.isnull || row.new_row.isnull)
-		return;
-	Jsonb *source = DatumGetJsonbP(image);
-	JsonbParseState *state = nullptr;
-	pushJsonbValue(&state, WJB_BEGIN_OBJECT, nullptr);
-	int filled = 0, i = 0;
-	for (po::ColumnValue c : new_tuple) {
-		const AuditColumn &column = relation->columns[i++];
-		JsonbValue value;
-		if (c.kind != po::ColumnKind::UnchangedToast || column_in(source, column, &value) == nullptr ||
-		    value.type == jbvNull)
-			continue;
-		push_pair(&state, column, &value);
-		filled++;
-	}
-	JsonbValue *found = pushJsonbValue(&state, WJB_END_OBJECT, nullptr);
-	if (filled > 0)
-		row.new_row.value =
-		    DirectFunctionCall2(jsonb_concat, row.new_row.value, JsonbPGetDatum(JsonbValueToJsonb(found)));
-}
-
 // Completes an UPDATE from its full old row (REPLICA IDENTITY FULL): no lookup needed.
 void complete_from_old_row(const AuditRelation *relation, ChangeRow &row, const po::TupleData &old_tuple,
                            const po::TupleData &new_tuple) {
+	(void)relation;
 	row.changed_columns = {changed_columns(relation, old_tuple, new_tuple), false};
-	if (!row.old_row.isnull)
-		fill_unchanged_toast(relation, row, new_tuple, row.old_row.value);
 }
 
 // Completes an UPDATE from the latest image of its row, looked up by the old key when the upstream
@@ -144,7 +109,6 @@ void complete_from_image(Writer *writer, const AuditRelation *relation, ChangeRo
 	if (image == (Datum)0)
 		return;
 	row.changed_columns = {changed_from_image(relation, new_tuple, row.new_row.value, image), false};
-	fill_unchanged_toast(relation, row, new_tuple, image);
 }
 
 } // namespace

@@ -1,11 +1,11 @@
 // What a change row says beyond its decoded tuples: the key of its row (row_key) and, for an
-// UPDATE, which columns changed (changed_columns) and the values of the unchanged TOASTed columns
-// the upstream did not send.
+// UPDATE, which columns changed (changed_columns).
 //
-// Under REPLICA IDENTITY FULL the old row answers both. Otherwise the upstream sends at most the
-// old key, and the answers come from the latest audited image of the row: the new_row of its
-// latest change, which the writer looks up by key. Without an image changed_columns stays NULL and
-// the unsent columns stay absent from new_row; either way they stay named in unchanged_toast.
+// Under REPLICA IDENTITY FULL the old row answers. Otherwise the upstream sends at most the old
+// key, and the answer comes from the latest audited image of the row (the values its latest change
+// sent), which the writer looks up by key; without one changed_columns stays NULL. The unchanged
+// TOASTed values the upstream did not send are never copied into new_row: they stay named in
+// unchanged_toast and are resolved from earlier changes when read.
 #pragma once
 
 #include "audit/relations.hpp"
@@ -18,10 +18,9 @@ namespace logical_audit::audit {
 
 // Completes a change row whose old_row, new_row and unchanged_toast were converted from the
 // tuples of an INSERT (new tuple), UPDATE (old tuple when sent, new tuple) or DELETE (old tuple):
-// sets row_key and, for an UPDATE, changed_columns, and adds the unchanged TOAST values it can
-// find to new_row. Looks the image up only for an UPDATE without a full old row. Without
-// row_history (a subscription's option) the row has no row_key and no image is looked up: only a
-// full old row completes an UPDATE.
+// sets row_key and, for an UPDATE, changed_columns. Looks the image up only for an UPDATE without a
+// full old row. Without row_history (a subscription's option) the row has no row_key and no image
+// is looked up: only a full old row gives changed_columns.
 void complete_change(Writer *writer, const AuditRelation *relation, ChangeRow &row, pgoutput::OldTuple old_kind,
                      const pgoutput::TupleData &old_tuple, const pgoutput::TupleData *new_tuple, bool row_history);
 
