@@ -10,6 +10,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use AuditTest;
+use FaultTest;
 
 my $rows = 20_000;
 my $up = new_upstream('upstream');
@@ -21,13 +22,13 @@ $up->safe_psql('postgres', q{
 create_subscription($down, 'sub', $up);
 $up->safe_psql('postgres', "INSERT INTO t SELECT g, 0, 'x' FROM generate_series(1, $rows) g");
 wait_for_audit_catchup($up, $down, 'sub');
-my $size = $down->safe_psql('postgres', q{SELECT (SELECT coalesce(sum(bytes), 0) FROM logical_audit.partitions WHERE audit_table = 'change')});
+my $size = $down->safe_psql('postgres', 'SELECT ' . change_bytes());
 
 # Values that compress little, so that the audit rows take room while they are written.
 $up->safe_psql('postgres', q{
 	UPDATE t SET v = 1, pad = (SELECT string_agg(md5(id::text || g), '') FROM generate_series(1, 100) g)});
 my $grown = $size + 16 * 1024 * 1024;
-poll_until($down, qq{SELECT (SELECT coalesce(sum(bytes), 0) FROM logical_audit.partitions WHERE audit_table = 'change') > $grown}, 't',
+poll_until($down, 'SELECT ' . change_bytes() . " > $grown", 't',
 	'the worker writing the large transaction', $down);
 wait_for_worker_pid($down, 'sub');
 my $offset = -s $down->logfile;

@@ -14,7 +14,7 @@ use FaultTest;
 
 my $rows = 30_000;
 my ($up, $down) = new_streaming_pair(-10);
-my $size = $down->safe_psql('postgres', q{SELECT pg_total_relation_size('logical_audit.change')});
+my $size = $down->safe_psql('postgres', 'SELECT ' . change_bytes());
 
 # About 2 kB per row of values that compress little: the spool file and the audit rows take room,
 # and the replay takes long enough to be killed in its middle.
@@ -24,7 +24,7 @@ $up->safe_psql('postgres', qq{
 # Nothing of a streamed transaction is written before its commit arrives: the audit table grows
 # only once the worker replays the spool file.
 my $grown = $size + 16 * 1024 * 1024;
-poll_until($down, qq{SELECT pg_total_relation_size('logical_audit.change') > $grown}, 't',
+poll_until($down, 'SELECT ' . change_bytes() . " > $grown", 't',
 	'the worker replaying the spooled transaction', $down);
 my $worker = wait_for_worker_pid($down, 'sub');
 my $offset = -s $down->logfile;

@@ -1,5 +1,5 @@
 # Fault matrix: a user session on the downstream holds an ACCESS EXCLUSIVE lock on
-# logical_audit.change in an open transaction while upstream changes arrive. The worker waits for
+# logical_audit.change_data in an open transaction while upstream changes arrive. The worker waits for
 # the lock: logical_audit.status shows what it waits for (wait_event_type 'Lock', as
 # pg_stat_activity shows it) while its state stays streaming, without an error. Once the user's
 # transaction ends, everything is audited exactly once.
@@ -20,7 +20,7 @@ my $worker = wait_for_worker_pid($down, 'sub');
 
 my $locker = $down->background_psql('postgres');
 $locker->query_safe('BEGIN');
-$locker->query_safe('LOCK TABLE logical_audit.change IN ACCESS EXCLUSIVE MODE');
+$locker->query_safe('LOCK TABLE logical_audit.change_data IN ACCESS EXCLUSIVE MODE');
 $up->safe_psql('postgres', join("\n", map { "INSERT INTO t VALUES ($_);" } 11 .. 20));
 $up->safe_psql('postgres', 'INSERT INTO t SELECT generate_series(101, 200)');
 

@@ -18,6 +18,7 @@ our @EXPORT = qw(
   upstream_rows
   audit_is_exactly_once
   audited_count
+  change_bytes
   spool_files
   wait_until
   postmaster_pid
@@ -117,6 +118,12 @@ sub audited_count
 	$where //= 'true';
 	return $down->safe_psql('postgres',
 		'SELECT count(*) FROM logical_audit.change WHERE subscription = ' . sql_literal($name) . " AND ($where)");
+}
+
+# The SQL that gives the bytes the change table's partitions take.
+sub change_bytes
+{
+	return q{(SELECT coalesce(sum(bytes), 0) FROM logical_audit.partitions WHERE audit_table = 'change')};
 }
 
 # The spool files of the given kind (stream or prepared) in the downstream's data directory.
