@@ -14,7 +14,7 @@ struct Options {
 	bool binary;      // tuple data in binary
 	bool two_phase;   // prepared transactions are decoded at PREPARE (protocol 3)
 	bool snapshot;    // the existing rows are copied when the slot is created
-	bool row_history; // change rows carry row_key; UPDATEs are completed from the row's latest image
+	bool row_history; // keyed rows keep a latest image and a version chain (changed_columns, history)
 };
 
 struct OptionSpec {
