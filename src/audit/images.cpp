@@ -20,8 +20,8 @@ const char *const kNames[kColumns] = {"relation_id", "commit_time", "commit_lsn"
 
 struct Images {
 	MemoryContext context;
-	Relation rel;     // nullptr until opened in the local transaction
-	EState *estate;   // for index insertion
+	Relation rel;   // nullptr until opened in the local transaction
+	EState *estate; // for index insertion
 	ResultRelInfo *rri;
 	IndexScanDesc scan;
 	TupleTableSlot *found; // the row found by the latest lookup
@@ -48,8 +48,9 @@ Relation key_index(Images *s) {
 	for (int i = 0; i < s->rri->ri_NumIndices; i++)
 		if (strcmp(RelationGetRelationName(s->rri->ri_IndexRelationDescs[i]), kIndex) == 0)
 			return s->rri->ri_IndexRelationDescs[i];
-	ereport(ERROR, (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("audit table logical_audit.%s has no index %s", kTable, kIndex),
-	                errhint("Update the logical_audit extension (ALTER EXTENSION logical_audit UPDATE).")));
+	ereport(ERROR,
+	        (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("audit table logical_audit.%s has no index %s", kTable, kIndex),
+	         errhint("Update the logical_audit extension (ALTER EXTENSION logical_audit UPDATE).")));
 	return nullptr; // not reached
 }
 
@@ -125,9 +126,12 @@ void images_set(Images *s, MemoryContext txn_context, int32 relation_id, Datum r
 	TupleTableSlot *slot = s->next;
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
-	const Datum values[kColumns] = {Int32GetDatum(relation_id), TimestampTzGetDatum(image.at.time),
-	                                LSNGetDatum(image.at.lsn),   Int32GetDatum(image.at.ordinal),
-	                                row_key,                     image.row,
+	const Datum values[kColumns] = {Int32GetDatum(relation_id),
+	                                TimestampTzGetDatum(image.at.time),
+	                                LSNGetDatum(image.at.lsn),
+	                                Int32GetDatum(image.at.ordinal),
+	                                row_key,
+	                                image.row,
 	                                BoolGetDatum(image.partial)};
 	for (int c = 0; c < kColumns; c++) {
 		slot->tts_values[s->attno[c] - 1] = values[c];

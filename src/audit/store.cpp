@@ -28,8 +28,8 @@ void copy_name(Datum name, char *into) {
 	text *t = DatumGetTextPP(name);
 	size_t len = VARSIZE_ANY_EXHDR(t);
 	if (len >= NAMEDATALEN)
-		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG), errmsg("upstream relation name is longer than %d bytes",
-		                                                       NAMEDATALEN - 1)));
+		ereport(ERROR, (errcode(ERRCODE_NAME_TOO_LONG),
+		                errmsg("upstream relation name is longer than %d bytes", NAMEDATALEN - 1)));
 	memcpy(into, VARDATA_ANY(t), len);
 }
 

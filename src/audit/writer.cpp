@@ -3,20 +3,10 @@
 // several whole upstream transactions (the worker decides when to commit): its origin progress is
 // then the end of the last one, so a restart resumes after exactly what it committed.
 //
-// Rows go straight to the table AM, the way COPY FROM inserts: change and transaction rows are
-// buffered in tuple slots and written with table_multi_insert, then their index entries with
-// ExecInsertIndexTuples. No SQL is parsed or planned per row or per transaction. The primary keys
-// are enforced as usual by the unique indexes, so a row written twice is an ERROR, never a silent
-// duplicate; NOT NULL and CHECK constraints are checked per row. Like any direct heap insert this
-// fires no trigger (so a foreign key or a user's trigger on an audit table would not act) and
-// checks no privilege: the worker writes as the extension's owner.
-//
-// The slots live as long as the writer, over a copy of each table's tuple descriptor (checked
-// against the table at each local transaction): making and dropping them per transaction would
-// pin and unpin the relation's descriptor in the resource owner once per slot. What a local
-// transaction opens (relations, executor state) lives in txn_context; the Datums of buffered rows
-// in each table's batch context, reset after each batch: memory stays bounded whatever the size of
-// the upstream transactions. After an ERROR the caller aborts the local transaction, which
+// Rows go straight to the audit tables' time partitions through one batched inserter per table
+// (inserter.hpp): no SQL is parsed or planned per row or per transaction, and memory stays bounded
+// whatever the size of the upstream transactions. What a local transaction opens lives in
+// txn_context, reset at its end. After an ERROR the caller aborts the local transaction, which
 // releases locks, pins and snapshots; writer_reset then just forgets them.
 //
 // Each upstream transaction's rows go to the time partitions of its commit time (store.hpp). Each
@@ -27,6 +17,7 @@
 
 #include "audit/writer.hpp"
 #include "audit/images.hpp"
+#include "audit/inserter.hpp"
 #include "recovery.hpp"
 
 #include "pg.hpp"
@@ -37,11 +28,8 @@ namespace {
 
 namespace po = pgoutput;
 
-// A batch is inserted when it holds this many rows or this many bytes of row values.
+// A batch of change or transaction rows is inserted when it holds this many.
 constexpr int kBatchRows = 1000;
-constexpr Size kBatchBytes = 1024 * 1024;
-
-constexpr const char *kSchema = "logical_audit";
 
 // The columns the writer fills, by name: the audit tables may gain columns in later versions
 // (they are left NULL) and need not keep this order.
@@ -64,10 +52,10 @@ enum ChangeColumn {
 	kChangeChangedColumns,
 	kChangeColumns
 };
-const char *const kChangeNames[] = {"commit_time", "commit_lsn",   "subscription_id", "relation_id",
-                                    "ordinal",     "prev_time",    "prev_lsn",        "prev_ordinal",
-                                    "moved_time",  "moved_lsn",    "moved_ordinal",   "op",
-                                    "old_row",     "new_row",      "unchanged_toast", "changed_columns"};
+const char *const kChangeNames[] = {"commit_time", "commit_lsn", "subscription_id", "relation_id",
+                                    "ordinal",     "prev_time",  "prev_lsn",        "prev_ordinal",
+                                    "moved_time",  "moved_lsn",  "moved_ordinal",   "op",
+                                    "old_row",     "new_row",    "unchanged_toast", "changed_columns"};
 
 enum TransactionColumn {
 	kTxnSubscription,
@@ -101,44 +89,10 @@ enum MessageColumn {
 const char *const kMessageNames[] = {"subscription_id", "lsn",     "commit_lsn", "transactional",
                                      "prefix",          "content", "commit_time"};
 
-struct TableSpec {
-	const char *name;
-	const char *const *columns;
-	int ncolumns;
-	int max_slots; // rows buffered at most before an insert
-};
-
 const TableSpec kSpecs[kTables] = {
-    {"change_data", kChangeNames, kChangeColumns, kBatchRows},
-    {"transaction_data", kTransactionNames, kTxnColumns, kBatchRows},
-    {"message_data", kMessageNames, kMsgColumns, 1},
-};
-
-// The slots of an audit table, kept across local transactions. desc is a copy of the table's
-// descriptor, not reference counted, so slots over it pin nothing in a resource owner.
-struct TargetSlots {
-	MemoryContext context; // desc, attindex, the slots and their materialized tuples
-	TupleDesc desc;        // nullptr until built
-	int *attindex;         // attribute index of each of the spec's columns
-	TupleTableSlot **slots;
-	int nslots; // created so far, up to spec.max_slots
-};
-
-// One audit table: its slots, what the open local transaction opened of it, its buffered rows.
-// rel, estate, rri and bistate belong to the local transaction: allocated in txn_context
-// (reset at its commit), released by close_target before the commit, or by the abort (which
-// releases pins, locks and scans) and forgotten by writer_reset after an ERROR.
-struct Target {
-	TargetSlots s;
-	Relation rel;            // nullptr when not opened in this local transaction
-	EState *estate;          // for index insertion and constraint checks
-	ResultRelInfo *rri;      // the relation with its open indexes
-	BulkInsertState bistate; // only once a full batch was written
-	TimestampTz lower;       // the range of commit times of rel, a time partition
-	TimestampTz upper;
-	MemoryContext batch;     // the buffered rows' values
-	int nbuffered;           // rows waiting in the slots
-	Size buffered_bytes;
+    {kChangeTable, "change_data", kChangeNames, kChangeColumns, kBatchRows},
+    {kTransactionTable, "transaction_data", kTransactionNames, kTxnColumns, kBatchRows},
+    {kMessageTable, "message_data", kMessageNames, kMsgColumns, 1},
 };
 
 } // namespace
@@ -154,14 +108,14 @@ struct Writer {
 	FullTransactionId xid;
 	XLogRecPtr final_lsn;
 	TimestampTz commit_time; // of the open upstream transaction
-	TimestampTz audited_at; // when the upstream transaction's Begin arrived
-	char *origin;           // from an Origin message, or nullptr
-	char *gid;              // of a prepared transaction, or nullptr
+	TimestampTz audited_at;  // when the upstream transaction's Begin arrived
+	char *origin;            // from an Origin message, or nullptr
+	char *gid;               // of a prepared transaction, or nullptr
 	TimestampTz prepare_time;
 	bool rolled_back;  // a prepared transaction rolled back: recorded without changes
 	Datum annotations; // jsonb object, or 0 when none
 	int32 ordinal;     // of the latest change
-	Target targets[kTables];
+	Inserter *targets[kTables];
 	RelationIds *relations; // ids of upstream relations (long-lived, forgotten after an ERROR)
 	Images *images;         // opened in txn_context
 };
@@ -173,163 +127,6 @@ void misplaced(const char *what, bool in_transaction) {
 	ereport(ERROR, (errcode(ERRCODE_PROTOCOL_VIOLATION), errmsg("unexpected pgoutput %s message", what),
 	                errdetail("The message arrived %s.",
 	                          in_transaction ? "inside an open transaction" : "outside a transaction")));
-}
-
-// Finds the attribute index of each column the writer fills; a missing one is an ERROR.
-int *map_columns(TupleDesc desc, const TableSpec &spec) {
-	int *attindex = static_cast<int *>(palloc(sizeof(int) * spec.ncolumns));
-	for (int c = 0; c < spec.ncolumns; c++) {
-		attindex[c] = -1;
-		for (int i = 0; i < desc->natts && attindex[c] < 0; i++) {
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			if (!att->attisdropped && strcmp(NameStr(att->attname), spec.columns[c]) == 0)
-				attindex[c] = i;
-		}
-		if (attindex[c] < 0)
-			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
-			                errmsg("audit table %s.%s has no column \"%s\"", kSchema, spec.name, spec.columns[c]),
-			                errhint("Reinstall or update the logical_audit extension.")));
-	}
-	return attindex;
-}
-
-// Builds the executor state that index insertion and constraint checks need, as COPY does.
-void init_executor(Target *t) {
-	t->estate = CreateExecutorState();
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = RelationGetRelid(t->rel);
-	rte->relkind = t->rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(t->estate, list_make1(rte));
-	t->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(t->rri, t->rel, 1, nullptr, 0);
-	ExecOpenIndices(t->rri, false);
-}
-
-// (Re)builds a table's slots over a copy of its descriptor, when they do not match it (first use,
-// or the table changed since).
-void prepare_slots(Target *t, const TableSpec &spec) {
-	TupleDesc desc = RelationGetDescr(t->rel);
-	if (t->s.desc != nullptr && equalTupleDescs(t->s.desc, desc))
-		return;
-	MemoryContextReset(t->s.context);
-	MemoryContext caller = MemoryContextSwitchTo(t->s.context);
-	t->s.desc = nullptr;
-	t->s.nslots = 0;
-	int *attindex = map_columns(desc, spec);
-	t->s.slots = static_cast<TupleTableSlot **>(palloc0(sizeof(TupleTableSlot *) * spec.max_slots));
-	t->s.attindex = attindex;
-	t->s.desc = CreateTupleDescCopyConstr(desc);
-	MemoryContextSwitchTo(caller);
-}
-
-void flush_rows(Writer *w, Target *t, bool full);
-void close_target(Target *t);
-
-// The time partition of an audit table that holds rows of that commit time, opened in
-// RowExclusiveLock once per local transaction. The rows buffered for another partition are
-// inserted first.
-Target *open_target(Writer *w, TableKind kind, TimestampTz time) {
-	Target *t = &w->targets[kind];
-	if (t->rel != nullptr && t->lower <= time && time < t->upper)
-		return t;
-	if (t->rel != nullptr) {
-		flush_rows(w, t, false);
-		close_target(t);
-	}
-	MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
-	Oid relid = partition_for(kind, w->subscription_id, time, &t->lower, &t->upper);
-	t->rel = table_open(relid, RowExclusiveLock);
-	if (t->rel->rd_rel->relkind != RELKIND_RELATION)
-		ereport(ERROR, (errcode(ERRCODE_WRONG_OBJECT_TYPE),
-		                errmsg("audit partition %s is not a plain table", RelationGetRelationName(t->rel)),
-		                errdetail("The audit worker inserts rows directly into the table's heap and indexes.")));
-	prepare_slots(t, kSpecs[kind]);
-	init_executor(t);
-	MemoryContextSwitchTo(caller);
-	return t;
-}
-
-// The i-th slot of a table, created on first use in the slots' own context.
-TupleTableSlot *target_slot(Target *t, int i) {
-	if (i == t->s.nslots) {
-		MemoryContext caller = MemoryContextSwitchTo(t->s.context);
-		t->s.slots[t->s.nslots++] = MakeSingleTupleTableSlot(t->s.desc, table_slot_callbacks(t->rel));
-		MemoryContextSwitchTo(caller);
-	}
-	return t->s.slots[i];
-}
-
-// Stores a row given in the spec's column order into a slot (unknown columns NULL) and checks
-// the table's NOT NULL and CHECK constraints, as COPY does for each row.
-void store_row(Target *t, TupleTableSlot *slot, int ncolumns, const Datum *values, const bool *isnull) {
-	ExecClearTuple(slot);
-	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
-	for (int c = 0; c < ncolumns; c++) {
-		slot->tts_values[t->s.attindex[c]] = values[c];
-		slot->tts_isnull[t->s.attindex[c]] = isnull[c];
-	}
-	ExecStoreVirtualTuple(slot);
-	if (t->rel->rd_att->constr != nullptr) {
-		ExecConstraints(t->rri, slot, t->estate);
-		ResetPerTupleExprContext(t->estate);
-	}
-}
-
-// Writes the first n slots of a table: heap tuples in one multi-insert, then their index entries
-// (the unique check of the primary key happens here).
-void insert_slots(Target *t, int n) {
-	table_multi_insert(t->rel, t->s.slots, n, GetCurrentCommandId(true), 0, t->bistate);
-	for (int i = 0; i < n; i++) {
-		List *recheck = ExecInsertIndexTuples(t->rri, t->s.slots[i], t->estate, false, false, nullptr, NIL);
-		list_free(recheck);
-		ResetPerTupleExprContext(t->estate);
-		ExecClearTuple(t->s.slots[i]);
-	}
-}
-
-// Inserts a table's buffered rows, then frees their memory. A full batch switches the table to a
-// bulk-insert state (a ring of buffers and a pinned target page), as COPY does; small
-// transactions do without, keeping their pages in shared buffers.
-void flush_rows(Writer *w, Target *t, bool full) {
-	if (t->nbuffered == 0)
-		return;
-	if (full && t->bistate == nullptr) {
-		MemoryContext caller = MemoryContextSwitchTo(w->txn_context);
-		t->bistate = GetBulkInsertState();
-		MemoryContextSwitchTo(caller);
-	}
-	MemoryContext caller = MemoryContextSwitchTo(t->batch);
-	insert_slots(t, t->nbuffered);
-	MemoryContextSwitchTo(caller);
-	MemoryContextReset(t->batch);
-	t->nbuffered = 0;
-	t->buffered_bytes = 0;
-}
-
-// Stores a row (values copied by the caller into the table's batch context) in the next slot of a
-// table and inserts the batch when it is full.
-void buffer_row(Writer *w, Target *t, int ncolumns, const Datum *values, const bool *isnull, TableKind kind) {
-	store_row(t, target_slot(t, t->nbuffered), ncolumns, values, isnull);
-	t->nbuffered++;
-	if (t->nbuffered == kSpecs[kind].max_slots || t->buffered_bytes >= kBatchBytes)
-		flush_rows(w, t, true);
-}
-
-// Releases what a table held in the local transaction (before its commit; locks stay until then).
-void close_target(Target *t) {
-	if (t->bistate != nullptr) {
-		FreeBulkInsertState(t->bistate);
-		table_finish_bulk_insert(t->rel, 0);
-	}
-	ExecCloseIndices(t->rri);
-	FreeExecutorState(t->estate);
-	table_close(t->rel, NoLock);
-	t->rel = nullptr;
-	t->estate = nullptr;
-	t->rri = nullptr;
-	t->bistate = nullptr;
 }
 
 // Starts a local transaction with an active snapshot (type input and domain checks may need one).
@@ -345,11 +142,8 @@ void start_local() {
 // once the local commit record is flushed.
 LocalCommit commit_local(Writer *w) {
 	MemoryContext caller = CurrentMemoryContext;
-	for (Target &t : w->targets)
-		flush_rows(w, &t, false);
-	for (Target &t : w->targets)
-		if (t.rel != nullptr)
-			close_target(&t);
+	for (Inserter *t : w->targets)
+		inserter_close(t);
 	images_close(w->images);
 	replorigin_session_origin_lsn = w->progress_lsn;
 	replorigin_session_origin_timestamp = w->progress_time;
@@ -396,7 +190,8 @@ void insert_message(Writer *w, const po::LogicalMessage &m, bool transactional) 
 	pg_verifymbstr(m.prefix.data(), static_cast<int>(m.prefix.size()), false);
 	// A non-transactional message has no commit time: it takes the time it is audited.
 	TimestampTz time = transactional ? w->commit_time : GetCurrentTimestamp();
-	Target *t = open_target(w, kMessageTable, time);
+	Inserter *t = w->targets[kMessageTable];
+	inserter_open(t, w->txn_context, w->subscription_id, time);
 	MemoryContext caller = MemoryContextSwitchTo(w->row_context);
 	Datum values[kMsgColumns] = {Int32GetDatum(w->subscription_id),
 	                             LSNGetDatum(m.lsn),
@@ -406,8 +201,7 @@ void insert_message(Writer *w, const po::LogicalMessage &m, bool transactional) 
 	                             bytea_datum(m.content),
 	                             TimestampTzGetDatum(time)};
 	bool isnull[kMsgColumns] = {false, false, !transactional, false, false, false, false};
-	store_row(t, target_slot(t, 0), kMsgColumns, values, isnull);
-	insert_slots(t, 1);
+	inserter_add(t, w->txn_context, values, isnull); // a batch of one: inserted at once
 	MemoryContextSwitchTo(caller);
 	MemoryContextReset(w->row_context);
 }
@@ -467,8 +261,9 @@ void merge_annotations(Writer *w, std::string_view content) {
 
 // Buffers the logical_audit.transaction row of the open upstream transaction.
 void insert_transaction(Writer *w, const po::Commit &commit) {
-	Target *t = open_target(w, kTransactionTable, commit.commit_time);
-	MemoryContext caller = MemoryContextSwitchTo(t->batch);
+	Inserter *t = w->targets[kTransactionTable];
+	inserter_open(t, w->txn_context, w->subscription_id, commit.commit_time);
+	MemoryContext caller = MemoryContextSwitchTo(inserter_batch(t));
 	Datum values[kTxnColumns] = {
 	    Int32GetDatum(w->subscription_id),
 	    FullTransactionIdGetDatum(w->xid),
@@ -477,7 +272,7 @@ void insert_transaction(Writer *w, const po::Commit &commit) {
 	    TimestampTzGetDatum(commit.commit_time),
 	    w->origin != nullptr ? CStringGetTextDatum(w->origin) : (Datum)0,
 	    Int64GetDatum(w->ordinal),
-	    copy_varlena(w->annotations, w->annotations == (Datum)0, &t->buffered_bytes),
+	    copy_varlena(w->annotations, w->annotations == (Datum)0, inserter_bytes(t)),
 	    TimestampTzGetDatum(w->audited_at),
 	    w->gid != nullptr ? CStringGetTextDatum(w->gid) : (Datum)0,
 	    TimestampTzGetDatum(w->prepare_time),
@@ -495,7 +290,7 @@ void insert_transaction(Writer *w, const po::Commit &commit) {
 	                            w->gid == nullptr,
 	                            w->gid == nullptr,
 	                            false};
-	buffer_row(w, t, kTxnColumns, values, isnull, kTransactionTable);
+	inserter_add(t, w->txn_context, values, isnull);
 	MemoryContextSwitchTo(caller);
 }
 
@@ -512,19 +307,8 @@ void end_transaction(Writer *w) {
 
 // Forgets the buffered rows and what a local transaction opened (after an abort released them).
 void forget_targets(Writer *w) {
-	for (Target &t : w->targets) {
-		t.rel = nullptr;
-		t.estate = nullptr;
-		t.rri = nullptr;
-		t.bistate = nullptr;
-		t.nbuffered = 0;
-		t.buffered_bytes = 0;
-		MemoryContextReset(t.batch);
-		// The slots may hold half-made tuples: build them again on next use.
-		MemoryContextReset(t.s.context);
-		t.s.desc = nullptr;
-		t.s.nslots = 0;
-	}
+	for (Inserter *t : w->targets)
+		inserter_forget(t);
 	images_forget(w->images);
 }
 
@@ -592,10 +376,8 @@ Writer *writer_create(int32 subscription_id, MemoryContext context) {
 	w->subscription_id = subscription_id;
 	w->txn_context = AllocSetContextCreate(context, "logical_audit writer transaction", ALLOCSET_DEFAULT_SIZES);
 	w->row_context = AllocSetContextCreate(context, "logical_audit writer row", ALLOCSET_DEFAULT_SIZES);
-	for (Target &t : w->targets) {
-		t.batch = AllocSetContextCreate(context, "logical_audit writer batch", ALLOCSET_DEFAULT_SIZES);
-		t.s.context = AllocSetContextCreate(context, "logical_audit writer slots", ALLOCSET_DEFAULT_SIZES);
-	}
+	for (int k = 0; k < kTables; k++)
+		w->targets[k] = inserter_create(&kSpecs[k], context);
 	w->relations = relation_ids_create(context);
 	w->images = images_create(context);
 	on_error_cleanup([](void *writer) { writer_reset(static_cast<Writer *>(writer)); }, w);
@@ -635,8 +417,9 @@ void writer_change(Writer *w, const ChangeRow &row) {
 		relation->truncated = true;
 		relation->truncate = at;
 	}
-	Target *t = open_target(w, kChangeTable, w->commit_time);
-	MemoryContext caller = MemoryContextSwitchTo(t->batch);
+	Inserter *t = w->targets[kChangeTable];
+	inserter_open(t, w->txn_context, w->subscription_id, w->commit_time);
+	MemoryContext caller = MemoryContextSwitchTo(inserter_batch(t));
 	values[kChangeCommitTime] = TimestampTzGetDatum(at.time);
 	values[kChangeCommitLsn] = LSNGetDatum(at.lsn);
 	values[kChangeSubscription] = Int32GetDatum(w->subscription_id);
@@ -645,11 +428,11 @@ void writer_change(Writer *w, const ChangeRow &row) {
 	values[kChangeOp] = CharGetDatum(op_code(row.op));
 	const NullableDatum *varying[] = {&row.old_row, &row.new_row, &row.unchanged_toast, &row.changed_columns};
 	for (int i = 0; i < static_cast<int>(lengthof(varying)); i++) {
-		values[kChangeOldRow + i] = copy_varlena(varying[i]->value, varying[i]->isnull, &t->buffered_bytes);
+		values[kChangeOldRow + i] = copy_varlena(varying[i]->value, varying[i]->isnull, inserter_bytes(t));
 		isnull[kChangeOldRow + i] = varying[i]->isnull;
 	}
 	w->ordinal++;
-	buffer_row(w, t, kChangeColumns, values, isnull, kChangeTable);
+	inserter_add(t, w->txn_context, values, isnull);
 	MemoryContextSwitchTo(caller);
 }
 
