@@ -1,5 +1,5 @@
-// What the audit knows of upstream relations and types, learnt from Relation and Type messages,
-// and the conversion of their tuples to jsonb rows equal to the upstream's to_jsonb(row).
+// What the audit knows of upstream relations and types, learnt from Relation and Type messages:
+// for each column, how its values become jsonb (row_jsonb.hpp does the converting).
 //
 // Everything lives in palloc'd memory of the context given to relations_create (a long-lived
 // context of the worker); nothing has a destructor, so an ERROR's longjmp abandons nothing.
@@ -8,10 +8,6 @@
 // form: a binary value is read with the local type's receive function and then rendered as its
 // text would have been, so that both give the same rows. A binary value of a type this database
 // does not have is an ERROR, never a guess.
-//
-// Scalar timestamptz columns are rendered in UTC whatever the session's TimeZone, but values
-// nested in arrays, composites and ranges go through the local to_jsonb, which renders them in
-// the session's TimeZone: the caller runs with TimeZone = 'UTC' for the whole row to be in UTC.
 #pragma once
 
 #include "pgoutput/messages.hpp"
@@ -88,17 +84,5 @@ using DescribeSink = void (*)(void *arg, const uint8_t *data, size_t size);
 // Type message for each column type the upstream described, then the Relation message. For a spool
 // file whose replay, in a later session, must know the relation.
 void relations_describe(const Relations *relations, const AuditRelation *relation, DescribeSink sink, void *arg);
-
-// The jsonb object to_jsonb(row) gives upstream for a tuple. Columns not sent (unchanged TOAST)
-// are left out and their names returned in *unchanged_toast as a text[] (isnull when none).
-// key_only keeps only the replica identity columns (an old tuple of kind 'K'). Errors name the
-// relation and column through the error context.
-Datum tuple_to_jsonb(const AuditRelation *relation, const pgoutput::TupleData &tuple, bool key_only,
-                     Datum *unchanged_toast, bool *unchanged_isnull);
-
-// The names of the columns whose value differs between a full old tuple and the new one, as a
-// text[] (empty when none did). Columns the new tuple did not send (unchanged TOAST) are unchanged.
-Datum changed_columns(const AuditRelation *relation, const pgoutput::TupleData &old_tuple,
-                      const pgoutput::TupleData &new_tuple);
 
 } // namespace logical_audit::audit

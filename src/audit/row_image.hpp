@@ -9,6 +9,7 @@
 #pragma once
 
 #include "audit/relations.hpp"
+#include "audit/row_jsonb.hpp"
 #include "audit/writer.hpp"
 #include "pgoutput/messages.hpp"
 

@@ -7,6 +7,7 @@
 // trivially destructible (decoded messages are views into the bytea elements).
 #include "audit/decode_error.hpp"
 #include "audit/relations.hpp"
+#include "audit/row_jsonb.hpp"
 #include "pgoutput/decoder.hpp"
 
 #include <cstddef>

@@ -19,6 +19,7 @@
 // session_cleanup().
 #include "audit/decode_error.hpp"
 #include "audit/row_image.hpp"
+#include "audit/row_jsonb.hpp"
 #include "pgoutput/decoder.hpp"
 #include "stream/connection.hpp"
 #include "worker/session.hpp"
