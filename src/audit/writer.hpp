@@ -33,7 +33,8 @@ constexpr int kOps = 5;
 // INSERT, UPDATE, DELETE, TRUNCATE or SNAPSHOT.
 const char *op_name(Op op);
 
-// One row of logical_audit.change, as the worker decoded it. NULLs are isnull flags.
+// One change, as the worker decoded it (NULLs are isnull flags). The writer stores the names as
+// the relation's id, and a row_key as the row's latest image and the link to its previous change.
 struct ChangeRow {
 	Op op;
 	Datum schema_name;             // text
@@ -45,7 +46,8 @@ struct ChangeRow {
 	NullableDatum row_key;         // jsonb: the row's replica identity key columns, or NULL
 };
 
-// Adds one change row; its Datums are copied before the call returns.
+// Adds one change row (and, for a keyed row, sets its latest image); its Datums are copied before
+// the call returns.
 void writer_change(Writer *writer, const ChangeRow &row);
 
 // The latest audited image of a row of the relation in the open upstream transaction's

@@ -1,4 +1,4 @@
-// logical_audit.row_key_cmp(jsonb, jsonb): the btree comparison of the row_key index.
+// logical_audit.row_key_cmp(jsonb, jsonb): the btree comparison of the row_image key index.
 //
 // It orders jsonb values exactly as jsonb's own comparison does (so the index serves jsonb's =, <,
 // ... operators), but reads the common row key, an object of scalar values, straight from the
