@@ -27,6 +27,13 @@ struct Images {
 	TupleTableSlot *found; // the row found by the latest lookup
 	TupleTableSlot *next;  // the row written
 	int attno[kColumns];   // attribute number of each column
+	// The latest lookup, which the next one of the same key (the same Datum: the writer looks a
+	// change's key up, then sets it, within one message) answers without a scan. A write, and an
+	// abort, forget it: a Datum of a later message may reuse the address.
+	bool remembered;
+	int32 remembered_relation;
+	Datum remembered_key;
+	bool remembered_found;
 };
 
 namespace {
@@ -82,6 +89,8 @@ void open_images(Images *s, MemoryContext txn_context) {
 // Reads the row of that key into s->found; false when there is none.
 bool lookup(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_key) {
 	open_images(s, txn_context);
+	if (s->remembered && s->remembered_relation == relation_id && s->remembered_key == row_key)
+		return s->remembered_found;
 	ScanKeyData keys[2];
 	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT4EQ,
 	                       Int32GetDatum(relation_id));
@@ -91,6 +100,10 @@ bool lookup(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_k
 	index_rescan(s->scan, keys, 2, nullptr, 0);
 	bool found = index_getnext_slot(s->scan, ForwardScanDirection, s->found);
 	MemoryContextSwitchTo(caller);
+	s->remembered = true;
+	s->remembered_relation = relation_id;
+	s->remembered_key = row_key;
+	s->remembered_found = found;
 	return found;
 }
 
@@ -123,6 +136,7 @@ bool images_find(Images *s, MemoryContext txn_context, int32 relation_id, Datum 
 
 void images_set(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_key, const Image &image) {
 	bool exists = lookup(s, txn_context, relation_id, row_key);
+	s->remembered = false;
 	TupleTableSlot *slot = s->next;
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
@@ -166,6 +180,7 @@ void images_close(Images *s) {
 }
 
 void images_forget(Images *s) {
+	s->remembered = false;
 	s->rel = nullptr;
 	s->estate = nullptr;
 	s->rri = nullptr;
