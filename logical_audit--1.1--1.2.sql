@@ -325,6 +325,15 @@ $$;
 -- ---------------------------------------------------------------------------------------------
 -- Reading the store.
 
+-- The change rows of one row's version chain, from the change at (commit_time, commit_lsn,
+-- ordinal) back to its first, following the link under the old key where an UPDATE moved the row
+-- away from key: one index lookup in one time partition per change, in C.
+CREATE FUNCTION logical_audit.version_chain(subscription_id integer, commit_time timestamptz, commit_lsn pg_lsn,
+                                            ordinal integer, key jsonb)
+RETURNS SETOF logical_audit.change_data
+AS 'MODULE_PATHNAME', 'logical_audit_version_chain'
+LANGUAGE C STABLE STRICT;
+
 -- The change that precedes a change in its row's lineage: under the old key for an UPDATE that
 -- changed the key, else under its key.
 CREATE FUNCTION logical_audit.lineage_prev(c logical_audit.change_data) RETURNS logical_audit.change_data
@@ -496,9 +505,7 @@ AS $$
 DECLARE
 	rel logical_audit.relation;
 	head logical_audit.row_image;
-	c logical_audit.change_data;
 	steps logical_audit.change_data[];
-	moved_away boolean;
 	keyed boolean;
 BEGIN
 	IF row_timeline.schema_name IS NULL OR row_timeline.table_name IS NULL THEN
@@ -526,19 +533,8 @@ BEGIN
 		SELECT * INTO head FROM logical_audit.row_image i WHERE i.relation_id = rel.id AND i.row_key = row_timeline.key;
 		keyed := FOUND;
 		IF keyed THEN
-			steps := '{}';
-			SELECT * INTO c FROM logical_audit.change_data d
-			WHERE d.subscription_id = rel.subscription_id AND d.commit_time = head.commit_time
-			  AND d.commit_lsn = head.commit_lsn AND d.ordinal = head.ordinal;
-			WHILE c.commit_lsn IS NOT NULL LOOP
-				steps := steps || c;
-				moved_away := c.op = 'U' AND c.old_row = row_timeline.key;
-				SELECT * INTO c FROM logical_audit.change_data d
-				WHERE d.subscription_id = rel.subscription_id
-				  AND d.commit_time = CASE WHEN moved_away THEN c.moved_time ELSE c.prev_time END
-				  AND d.commit_lsn = CASE WHEN moved_away THEN c.moved_lsn ELSE c.prev_lsn END
-				  AND d.ordinal = CASE WHEN moved_away THEN c.moved_ordinal ELSE c.prev_ordinal END;
-			END LOOP;
+			steps := ARRAY(SELECT v FROM logical_audit.version_chain(rel.subscription_id, head.commit_time, head.commit_lsn,
+			                                                         head.ordinal, row_timeline.key) v);
 		ELSIF NOT EXISTS (SELECT FROM logical_audit.row_image i WHERE i.relation_id = rel.id) THEN
 			steps := ARRAY(SELECT d FROM logical_audit.change_data d
 			               WHERE d.subscription_id = rel.subscription_id AND d.relation_id = rel.id AND d.op <> 'T'
@@ -578,13 +574,17 @@ RETURNS TABLE (subscription text, commit_lsn pg_lsn, ordinal integer, commit_tim
                unchanged_toast text[], annotations jsonb)
 LANGUAGE sql STABLE
 AS $$
+	-- Each change's transaction by its primary key, one lookup per change (a lateral subquery: the
+	-- planner may not turn it into a join over every transaction row).
 	SELECT (r.change).subscription, (r.change).commit_lsn, (r.change).ordinal, (r.change).commit_time, t.xid, t.origin,
 	       (r.change).op, (r.change).old_row, (r.change).new_row, (r.change).changed_columns,
 	       (r.change).unchanged_toast, t.annotations
 	FROM logical_audit.row_timeline(history.schema_name, history.table_name, history.key, history.subscription) r
-	LEFT JOIN logical_audit.transaction_data t
-	       ON t.commit_lsn = (r.change).commit_lsn AND t.subscription_id = (r.change).subscription_id
-	      AND t.commit_time = (r.change).commit_time
+	LEFT JOIN LATERAL (
+		SELECT x.xid, x.origin, x.annotations FROM logical_audit.transaction_data x
+		WHERE x.commit_lsn = (r.change).commit_lsn AND x.subscription_id = (r.change).subscription_id
+		  AND x.commit_time = (r.change).commit_time
+		LIMIT 1) t ON true
 	ORDER BY (r.change).subscription, (r.change).subscription_id, (r.change).commit_lsn, (r.change).ordinal
 $$;
 COMMENT ON FUNCTION logical_audit.history(text, text, jsonb, text) IS
@@ -681,29 +681,33 @@ BEGIN
 			  AND d.op <> 'T'),
 		-- The latest change at or before "at" of each row changed since (through either link of a
 		-- key-changing UPDATE); a change that moved the row away from the key it was reached by
-		-- left no row there.
+		-- left no row there. Each link is followed by its own lookup (a lateral subquery).
 		before AS (
-			SELECT DISTINCT ON (p.commit_lsn, p.ordinal) p
+			SELECT DISTINCT ON ((x.p).commit_lsn, (x.p).ordinal) x.p
 			FROM later c
 			CROSS JOIN LATERAL (VALUES (c.prev_time, c.prev_lsn, c.prev_ordinal, false),
 			                           (c.moved_time, c.moved_lsn, c.moved_ordinal, true)) AS l(t, lsn, ord, via_moved)
-			JOIN logical_audit.change_data p
-			  ON p.subscription_id = rel.subscription_id AND p.commit_time = l.t AND p.commit_lsn = l.lsn
-			 AND p.ordinal = l.ord
+			CROSS JOIN LATERAL (
+				SELECT p FROM logical_audit.change_data p
+				WHERE p.subscription_id = rel.subscription_id AND p.commit_time = l.t AND p.commit_lsn = l.lsn
+				  AND p.ordinal = l.ord
+				LIMIT 1) x
 			WHERE l.t <= table_as_of.at
-			  AND (l.via_moved OR NOT (p.op = 'U' AND p.old_row IS NOT NULL
-			                           AND coalesce(c.new_row @> p.old_row, c.old_row = p.old_row, false)))),
+			  AND (l.via_moved OR NOT ((x.p).op = 'U' AND (x.p).old_row IS NOT NULL
+			                           AND coalesce(c.new_row @> (x.p).old_row, c.old_row = (x.p).old_row, false)))),
 		states AS (
 			SELECT (b.p).commit_lsn AS lsn, (b.p).ordinal AS ord, (b.p).op AS op,
 			       CASE WHEN (b.p).unchanged_toast IS NULL THEN (b.p).new_row ELSE logical_audit.complete_row(b.p) END AS r
 			FROM before b
 			UNION ALL
+			-- A partial image is completed from its change, looked up for it alone.
 			SELECT i.commit_lsn, i.ordinal, 'I',
-			       CASE WHEN i.partial THEN logical_audit.complete_row(d) ELSE i.image END
+			       CASE WHEN i.partial THEN
+			           (SELECT logical_audit.complete_row(d) FROM logical_audit.change_data d
+			            WHERE d.subscription_id = rel.subscription_id AND d.commit_time = i.commit_time
+			              AND d.commit_lsn = i.commit_lsn AND d.ordinal = i.ordinal)
+			       ELSE i.image END
 			FROM logical_audit.row_image i
-			LEFT JOIN logical_audit.change_data d
-			       ON i.partial AND d.subscription_id = rel.subscription_id AND d.commit_time = i.commit_time
-			      AND d.commit_lsn = i.commit_lsn AND d.ordinal = i.ordinal
 			WHERE i.relation_id = rel.id AND i.commit_time <= table_as_of.at AND i.image IS NOT NULL)
 		SELECT s.r FROM states s
 		WHERE s.op IN ('I', 'U', 'S') AND s.r IS NOT NULL

@@ -95,8 +95,9 @@ Oid child_for(Relation parent, Datum value, TimestampTz *lower, TimestampTz *upp
 	return index >= 0 ? desc->oids[index] : InvalidOid;
 }
 
-// The time partition for (subscription, time) as the catalog shows it now, or InvalidOid.
-Oid find_partition(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper) {
+} // namespace
+
+Oid partition_holding(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper) {
 	Oid root_id = get_relname_relid(kPartitioned[kind], get_namespace_oid(kSchema, false));
 	if (!OidIsValid(root_id))
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
@@ -112,6 +113,8 @@ Oid find_partition(TableKind kind, int32 subscription_id, TimestampTz time, Time
 	table_close(middle, NoLock);
 	return leaf;
 }
+
+namespace {
 
 // Makes the partitions for (subscription, time), with logical_audit.create_partitions.
 void create_partitions(int32 subscription_id, TimestampTz time) {
@@ -165,11 +168,11 @@ void relation_ids_forget(RelationIds *ids) {
 }
 
 Oid partition_for(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper) {
-	Oid leaf = find_partition(kind, subscription_id, time, lower, upper);
+	Oid leaf = partition_holding(kind, subscription_id, time, lower, upper);
 	if (OidIsValid(leaf))
 		return leaf;
 	create_partitions(subscription_id, time);
-	leaf = find_partition(kind, subscription_id, time, lower, upper);
+	leaf = partition_holding(kind, subscription_id, time, lower, upper);
 	if (!OidIsValid(leaf))
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
 		                errmsg("no partition of %s.%s holds subscription %d's rows of %s", kSchema, kPartitioned[kind],

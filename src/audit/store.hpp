@@ -43,8 +43,11 @@ void relation_ids_forget(RelationIds *ids);
 // The audit tables whose rows are partitioned by subscription and commit time.
 enum TableKind { kChangeTable, kTransactionTable, kMessageTable, kTables };
 
-// The time partition of an audit table that holds a subscription's rows of that commit time, made
-// (with its subscription's partition) when there is none. *upper is where its range ends.
+// The time partition of an audit table that holds a subscription's rows of that commit time, and
+// its range in *lower and *upper; InvalidOid when none does.
+Oid partition_holding(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper);
+
+// The same, made (with its subscription's partition) when there is none.
 Oid partition_for(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper);
 
 } // namespace logical_audit::audit
