@@ -16,12 +16,17 @@ time, each from its own slot's start to that LSN:
 While a consumer runs, a sampler thread reads /proc every 20 ms for the walsender (the slot's
 active_pid) and the consumer process (the apply worker, the audit worker, or the client, whose
 rusage is taken when it exits). The lag tests run pgbench at a fixed rate while b or d streams live.
+Workload H (--history N,...) updates random keys of a 1M-row table, once per N: before its run of
+d, the store gets N synthetic change rows of that table (set-based, in days of history), and after
+it the store's size per change, history() and table_as_of() latencies and the time to drop a day.
 With --perf, perf record samples the audit worker (d) through each workload and a flat profile of
 its hottest functions lands beside the results (perf-<workload>.txt).
 """
 import argparse
+import datetime
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -53,11 +58,50 @@ MODES = {
 PGBENCH_SCALE = 10
 W3_UPDATE_ROUNDS = 5
 LAG_RATE = 2000
+# Workload H: hist's rows, its random-key UPDATEs, and the shape of the synthetic history.
+H_KEYS = 1_000_000
+H_UPDATES = 200_000
+H_TXN = 1000  # changes per transaction, upstream and in the synthetic history
+H_PER_DAY = 1_000_000  # synthetic changes per day (partition) of history
+H_HISTORY_CALLS = 1000
+
+# The synthetic history: change j (0-based) is of key j % keys + 1, in transaction t = j / txn at
+# ordinal j % txn + 1, and follows change j - keys (same ordinal, transaction t - keys / txn), the
+# first of its key when j < keys. Transaction t commits at base + t * step, at LSN 16 * (t + 1):
+# below every real upstream LSN.
+H_ROW = "jsonb_build_object('id', j %% %(keys)s + 1, 'a', j / %(keys)s + 1, 'b', left(md5(j::text), 10))"
+H_COMMIT = "(SELECT %(base)s + {t} * %(step)s AS time, '0/0'::pg_lsn + 16 * ({t} + 1) AS lsn)"
+H_PREFILL_TXN = """
+INSERT INTO logical_audit.transaction_data (commit_time, commit_lsn, end_lsn, xid, audited_at, change_count,
+                                            subscription_id)
+SELECT c.time, c.lsn, c.lsn + 8, (t + 1000)::text::xid8, c.time, %(txn)s, %(sub)s
+FROM generate_series(%(lo)s::int, %(hi)s::int) t CROSS JOIN LATERAL {commit} c
+""".format(commit=H_COMMIT.format(t="t"))
+H_PREFILL_CHANGE = """
+INSERT INTO logical_audit.change_data (commit_time, commit_lsn, subscription_id, relation_id, ordinal,
+                                       prev_ordinal, prev_time, prev_lsn, op, new_row, changed_columns)
+SELECT c.time, c.lsn, %(sub)s, %(rel)s, o, CASE WHEN NOT first_change THEN o END,
+       CASE WHEN NOT first_change THEN c.time - %(keys)s / %(txn)s * %(step)s END,
+       CASE WHEN NOT first_change THEN c.lsn - 16 * (%(keys)s / %(txn)s) END, 'U', {row},
+       CASE WHEN NOT first_change THEN '{{a,b}}'::text[] END
+FROM generate_series(%(lo)s::int, %(hi)s::int) t CROSS JOIN LATERAL generate_series(1, %(txn)s::int) o
+CROSS JOIN LATERAL (SELECT t::bigint * %(txn)s + o - 1 AS j, t::bigint * %(txn)s + o - 1 < %(keys)s AS first_change) x
+CROSS JOIN LATERAL {commit} c
+""".format(row=H_ROW, commit=H_COMMIT.format(t="t"))
+# Each key's last synthetic change.
+H_PREFILL_IMAGE = """
+INSERT INTO logical_audit.row_image (relation_id, commit_time, commit_lsn, ordinal, row_key, image, partial)
+SELECT %(rel)s, c.time, c.lsn, j %% %(txn)s + 1, jsonb_build_object('id', i + 1), {row}, false
+FROM generate_series(0, least(%(n)s, %(keys)s) - 1) i
+CROSS JOIN LATERAL (SELECT ((%(n)s - 1 - i) / %(keys)s) * %(keys)s + i AS j) x
+CROSS JOIN LATERAL {commit} c
+""".format(row=H_ROW, commit=H_COMMIT.format(t="j / %(txn)s"))
 
 SCHEMA = """
 CREATE TABLE narrow (id bigint PRIMARY KEY, n int, md5 text, ts timestamptz);
 CREATE TABLE toasty (id int PRIMARY KEY, n int, body text);
 CREATE TABLE lag_probe (id bigserial PRIMARY KEY, aid int);
+CREATE TABLE hist (id int PRIMARY KEY, a int, b text);
 """
 
 # Procedures generating W1 and W3 in transactions of per_txn rows.
@@ -85,6 +129,19 @@ BEGIN
 		s := s + per_txn;
 	END LOOP;
 END $$;
+-- H: single-row UPDATEs of random keys of hist, per_txn to a transaction.
+-- (The key is drawn first: random() in the WHERE clause would be evaluated per row, a seq scan.)
+CREATE PROCEDURE gen_hist(total int, per_txn int, keys int) LANGUAGE plpgsql AS $$
+DECLARE k int;
+BEGIN
+	FOR i IN 1..total LOOP
+		k := 1 + floor(random() * keys)::int;
+		UPDATE hist SET a = a + 1, b = left(md5(random()::text), 10) WHERE id = k;
+		IF i % per_txn = 0 THEN
+			COMMIT;
+		END IF;
+	END LOOP;
+END $$;
 """
 
 # The lag test's transaction: one account update as in pgbench's TPC-B-like script (REPLICA
@@ -97,6 +154,14 @@ UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
 INSERT INTO lag_probe (aid) VALUES (:aid);
 END;
 """
+
+
+def short_count(n):
+    """20000000 as 20M, 0 as 0."""
+    for div, unit in ((1_000_000, "M"), (1_000, "k")):
+        if n and n % div == 0:
+            return "%d%s" % (n // div, unit)
+    return str(n)
 
 
 def log(msg):
@@ -291,11 +356,17 @@ class BuiltinConsumer:
 class AuditConsumer:
     """logical_audit with its default options, or those given with --audit-options."""
 
-    def __init__(self, h, name, slot, upstream_conninfo, options):
+    def __init__(self, h, name, slot, upstream_conninfo, options, enabled=True):
         self.h, self.name = h, name
         h.audit.run("SELECT logical_audit.create_subscription(name => %s, conninfo => %s, publications => %s, "
-                    "slot_name => %s, create_slot => false, options => %s::jsonb)",
-                    (name, upstream_conninfo, [PUBLICATION], slot, options))
+                    "slot_name => %s, create_slot => false, enabled => %s, options => %s::jsonb)",
+                    (name, upstream_conninfo, [PUBLICATION], slot, enabled, options))
+        self.id = h.audit.one("SELECT subscription_id FROM logical_audit.store WHERE name = %s", (name,))
+
+    def start(self):
+        """Starts the worker of a subscription created disabled."""
+        self.h.audit.run("SELECT logical_audit.start(%s)", (self.name,))
+        return self
 
     def pid(self):
         return self.h.audit.one("SELECT pid FROM logical_audit.status WHERE name = %s", (self.name,))
@@ -359,6 +430,11 @@ class Harness:
         self.results, self.lag_results, self.errors = [], [], []
         self.consumers = [c for c in args.consumers.split(",") if c]
         self.only = set(args.only.split(",")) if args.only else None
+        # H runs when asked for: with --history, or named by --only (then with no history held).
+        asked = args.history is not None or (self.only and "H" in self.only)
+        self.history = [int(n) for n in (args.history or "0").split(",")] if asked else []
+        if any(n < 0 or n % H_TXN for n in self.history):
+            raise SystemExit("--history: counts of change rows, multiples of %d" % H_TXN)
         self.logdir = os.path.join(args.out_dir, "logs")
         os.makedirs(self.logdir, exist_ok=True)
 
@@ -396,6 +472,8 @@ class Harness:
         self.up.run("CREATE PUBLICATION %s FOR ALL TABLES" % PUBLICATION)
         self.audit.run("CREATE EXTENSION logical_audit")
         self.audit.run("CREATE EXTENSION pg_walinspect")
+        if any(self.selected(w[0]) for w in self.workloads() if w[6] is not None):
+            self.fill_hist()
         self.warm_shared_buffers()
         self.lag_script = os.path.join(self.logdir, "lag_probe.pgbench")
         with open(self.lag_script, "w") as f:
@@ -417,7 +495,7 @@ class Harness:
 
     # ---- workloads ---------------------------------------------------------------------------
     def workloads(self):
-        """(name, rows, tables to empty first, generator, upstream settings) per workload."""
+        """(name, rows, tables to empty first, generator, upstream settings, runs, history held) per workload."""
         c = self.cfg
         n1, n3, tx2 = c["w1_rows"], c["w3_rows"], c["w2_tx"]
         sync_off = "SET synchronous_commit = off"
@@ -437,15 +515,23 @@ class Harness:
             self.up.run(sync_off)
             self.up.run("CALL gen_narrow(%s, %s)", (c["w4_rows"], c["w4_rows"]))
 
+        def gen_h():
+            self.up.run(sync_off)
+            self.up.run("CALL gen_hist(%s, %s, %s)", (H_UPDATES, H_TXN, H_KEYS))
+
         runs = c["w1_runs"]
         return [
-            ("W1-1txn", n1, ["narrow"], gen_w1(n1), {}, runs),
-            ("W1-1000", n1, ["narrow"], gen_w1(1000), {}, runs),
-            ("W1-1row", n1, ["narrow"], gen_w1(1), {}, runs),
-            ("W2", tx2 * 2 * 4, [], gen_w2, {}, 1),
-            ("W3", n3 * (1 + W3_UPDATE_ROUNDS), ["toasty"], gen_w3, {}, 1),
-            ("W4", c["w4_rows"], ["narrow"], gen_w4, {"logical_decoding_work_mem": "64kB"}, 1),
-        ]
+            ("W1-1txn", n1, ["narrow"], gen_w1(n1), {}, runs, None),
+            ("W1-1000", n1, ["narrow"], gen_w1(1000), {}, runs, None),
+            ("W1-1row", n1, ["narrow"], gen_w1(1), {}, runs, None),
+            ("W2", tx2 * 2 * 4, [], gen_w2, {}, 1, None),
+            ("W3", n3 * (1 + W3_UPDATE_ROUNDS), ["toasty"], gen_w3, {}, 1, None),
+            ("W4", c["w4_rows"], ["narrow"], gen_w4, {"logical_decoding_work_mem": "64kB"}, 1, None),
+        ] + [("H-" + short_count(n), H_UPDATES, [], gen_h, {}, 1, n) for n in self.history]
+
+    def selected(self, name):
+        """Whether --only names the workload (H names all of H's)."""
+        return not self.only or name in self.only or (name.startswith("H-") and "H" in self.only)
 
     def checkpoint_both(self):
         self.up.run("CHECKPOINT")
@@ -488,7 +574,7 @@ class Harness:
                 self.up.run("SELECT pg_terminate_backend(%s)", (row[0][0],))
             time.sleep(0.1)
 
-    def run_workload(self, name, rows, tables, generate, settings, run):
+    def run_workload(self, name, rows, tables, generate, settings, run, history=None):
         log("== %s run %d: %d rows" % (name, run, rows))
         for t in tables:
             self.up.run("TRUNCATE %s" % t)
@@ -503,7 +589,7 @@ class Harness:
         self.up.run("CHECKPOINT")  # flushes the WAL and keeps a checkpoint out of the measurements
         end = self.end_of_last_commit(start)
         wal_bytes = lsn_int(end) - lsn_int(start)
-        self.current_rows, self.current_wal = rows, wal_bytes
+        self.current_rows, self.current_wal, self.current_start = rows, wal_bytes, start
         log("   generated in %.1f s; WAL %s .. %s (%.1f MB)" % (gen_s, start, end, wal_bytes / 1e6))
         if settings:
             self.set_upstream(settings)
@@ -512,7 +598,7 @@ class Harness:
                 res = dict(workload=name, run=run, consumer=CONSUMERS[c], rows=rows, wal_bytes=wal_bytes,
                            start_lsn=start, end_lsn=end, generate_s=round(gen_s, 3))
                 try:
-                    res.update(self.measure(c, name, run, slots[c], end, tables))
+                    res.update(self.measure(c, name, run, slots[c], end, tables, history))
                     log("   %-21s %8.2f s %12s rows/s" % (res["consumer"], res["seconds"],
                                                           "{:,.0f}".format(res["rows_per_s"])))
                 except Exception as e:  # one failing consumer must not end the run
@@ -527,7 +613,7 @@ class Harness:
                 self.drop_slot(slot)
 
     # ---- one consumer ------------------------------------------------------------------------
-    def start_consumer(self, c, tag, slot, end):
+    def start_consumer(self, c, tag, slot, end, enabled=True):
         a = self.args
         if c == "a":
             argv = [os.path.join(self.pg_bin, "pg_recvlogical"), "-h", a.host, "-p", str(a.up_port), "-U", "postgres",
@@ -541,23 +627,33 @@ class Harness:
         name = "bench_%s_%s" % (c, tag.lower().replace("-", "_"))
         if c == "b":
             return BuiltinConsumer(self, name, slot, self.up_conninfo)
-        return AuditConsumer(self, name, slot, self.up_conninfo, self.args.audit_options)
+        return AuditConsumer(self, name, slot, self.up_conninfo, self.args.audit_options, enabled)
 
     def prepare_downstream(self, c, tables):
         if c == "b":
             for t in tables:
                 self.target.run("TRUNCATE %s" % t)
         if c == "d":
-            self.audit.run("TRUNCATE logical_audit.change, logical_audit.transaction, logical_audit.message")
+            self.audit.run("TRUNCATE logical_audit.change_data, logical_audit.transaction_data, "
+                           "logical_audit.message_data, logical_audit.row_image")
         self.audit.run("CHECKPOINT")
 
-    def measure(self, c, name, run, slot, end, tables):
-        """Runs consumer c from its slot to end; returns its metrics."""
+    def measure(self, c, name, run, slot, end, tables, history=None):
+        """Runs consumer c from its slot to end; returns its metrics. With history (H), d's store is
+        prefilled with that many change rows before the clock starts, and measured after the run."""
         self.prepare_downstream(c, tables)
+        held, figures = None, {}
+        if c == "d" and history is not None:
+            held = self.start_consumer(c, "%s_%d" % (name, run), slot, end, enabled=False)
+            try:
+                figures = self.prefill_history(held, history)
+            except Exception:
+                held.finish(None)
+                raise
         sampler = Sampler()
         sampler.start()
         t0 = time.monotonic()
-        consumer = self.start_consumer(c, "%s_%d" % (name, run), slot, end)
+        consumer = held.start() if held else self.start_consumer(c, "%s_%d" % (name, run), slot, end)
         profiler = None
         if self.args.perf and c == "d" and run == 1:
             profiler = Profiler(os.path.join(self.args.out_dir, "perf-%s" % name))
@@ -608,6 +704,118 @@ class Harness:
         for key in ("walsender_cpu_us", "consumer_cpu_us"):
             if out.get(key) is not None:
                 out[key.replace("_us", "_us_per_row")] = out[key] / rows
+        if held:
+            out.update(figures)
+            try:
+                out.update(self.held_figures(held, history, rows, figures))
+            except Exception as e:  # the ingest figures stand
+                out["history_error"] = str(e)[-2000:]
+                self.errors.append("%s run %d %s figures: %s" % (name, run, CONSUMERS[c], out["history_error"]))
+        return out
+
+    # ---- H: the history the store already holds ------------------------------------------------
+    def fill_hist(self):
+        """Fills hist with H_KEYS rows on both sides (before any slot: no workload's WAL has them)."""
+        for db in (self.up, self.target):
+            db.run("TRUNCATE hist")
+            db.run("INSERT INTO hist SELECT i, 0, left(md5(i::text), 10) FROM generate_series(1, %s) i", (H_KEYS,))
+            db.run("VACUUM ANALYZE hist")
+
+    def prefill_history(self, sub, n):
+        """Gives the (disabled) subscription's store n synthetic changes of public.hist, as its worker
+        would have written them, H_PER_DAY a day over the days before today, in daily partitions."""
+        a = self.audit
+        a.run("SELECT logical_audit.set_partition_interval(%s, '1 day')", (sub.name,))
+        if n == 0:
+            return {}
+        txns, per_day = n // H_TXN, H_PER_DAY // H_TXN
+        days = -(-txns // per_day)
+        if 16 * (txns + 1) >= lsn_int(self.current_start):
+            raise RuntimeError("the synthetic LSNs would reach the upstream's (%s)" % self.current_start)
+        log("   prefill: %s synthetic changes of public.hist over %d days" % ("{:,}".format(n), days))
+        t0 = time.monotonic()
+        rel = a.one("INSERT INTO logical_audit.relation (subscription_id, schema_name, table_name) "
+                    "VALUES (%s, 'public', 'hist') RETURNING id", (sub.id,))
+        base = a.one("SELECT (date_trunc('day', now() AT TIME ZONE 'UTC') - %s * interval '1 day') "
+                     "AT TIME ZONE 'UTC'", (days,))
+        for d in range(days):
+            a.run("SELECT logical_audit.create_partitions(%s, %s::timestamptz + %s * interval '1 day')",
+                  (sub.id, base, d))
+        params = dict(sub=sub.id, rel=rel, base=base, step=datetime.timedelta(days=1) / per_day, n=n, keys=H_KEYS,
+                      txn=H_TXN)
+        failures = []
+
+        def fill(first_day):  # every other day, on a connection of its own: two cores
+            db = Db(self.args.host, self.args.down_port, "postgres")
+            try:
+                for d in range(first_day, days, 2):
+                    p = dict(params, lo=d * per_day, hi=min(txns, (d + 1) * per_day) - 1)
+                    db.run(H_PREFILL_TXN, p)
+                    db.run(H_PREFILL_CHANGE, p)
+            except Exception as e:
+                failures.append(e)
+            finally:
+                db.close()
+        threads = [threading.Thread(target=fill, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failures:
+            raise failures[0]
+        a.run(H_PREFILL_IMAGE, params)
+        a.run("CHECKPOINT")  # as prepare_downstream did: no checkpoint in the measurement
+        seconds = time.monotonic() - t0
+        log("   prefilled in %.1f s (%s change rows/s)" % (seconds, "{:,.0f}".format(n / seconds)))
+        return dict(history_rows=n, history_days=days, history_from=base, prefill_s=round(seconds, 3),
+                    prefill_rows_per_s=n / seconds)
+
+    def held_figures(self, sub, n, rows, prefill):
+        """After an H run of d: the store's size per change row, history() on random keys,
+        table_as_of() now and in the middle of the history, and the time to drop its oldest day."""
+        a, out = self.audit, {}
+        changes = a.one("SELECT count(*) FROM logical_audit.change_data WHERE subscription_id = %s", (sub.id,))
+        if changes != n + rows:
+            self.errors.append("H %d: %d change rows in the store, expected %d" % (n, changes, n + rows))
+        store = a.one("SELECT sum(bytes)::bigint FROM logical_audit.partitions WHERE subscription_id = %s",
+                      (sub.id,))
+        out.update(change_rows=changes, store_bytes=store, bytes_per_change=store / changes,
+                   row_image_bytes=a.one("SELECT pg_total_relation_size('logical_audit.row_image')"))
+        rng = random.Random(n)
+        times, counts = [], []
+        for _ in range(H_HISTORY_CALLS):
+            t0 = time.monotonic()
+            counts.append(a.one("SELECT count(*) FROM logical_audit.history('public', 'hist', "
+                                "jsonb_build_object('id', %s), %s)", (rng.randint(1, H_KEYS), sub.name)))
+            times.append(time.monotonic() - t0)
+        times.sort()
+        pick = lambda q: times[min(len(times) - 1, int(q * len(times)))]
+        out.update(history_calls=len(times), history_p50_ms=pick(0.50) * 1e3, history_p99_ms=pick(0.99) * 1e3,
+                   history_rows_min=min(counts), history_rows_mean=sum(counts) / len(counts))
+        if n >= H_KEYS and min(counts) < n // H_KEYS:
+            self.errors.append("H %d: a history() of %d rows, every key has at least %d"
+                               % (n, min(counts), n // H_KEYS))
+        log("   history(): p50 %.2f ms, p99 %.2f ms, %.1f rows a key" % (out["history_p50_ms"], out["history_p99_ms"],
+                                                                       out["history_rows_mean"]))
+        ats = [("now", a.one("SELECT now()"))]
+        if n:  # the middle of the synthetic history
+            ats.append(("mid", prefill["history_from"] + datetime.timedelta(hours=12 * prefill["history_days"])))
+        for label, at in ats:
+            t0 = time.monotonic()
+            count = a.one("SELECT count(*) FROM logical_audit.table_as_of('public', 'hist', %s, %s)", (at, sub.name))
+            out.update({"as_of_%s_s" % label: time.monotonic() - t0, "as_of_%s_rows" % label: count})
+            log("   table_as_of(%s): %.2f s, %s rows" % (label, out["as_of_%s_s" % label], "{:,}".format(count)))
+        if n:
+            oldest = a.run("SELECT partition::text, audit_table FROM logical_audit.partitions p "
+                           "WHERE subscription_id = %s AND from_time = (SELECT min(from_time) "
+                           "FROM logical_audit.partitions WHERE subscription_id = p.subscription_id)", (sub.id,))
+            day = [p for p, _ in oldest]
+            out["drop_day_rows"] = a.one("SELECT count(*) FROM %s" % [p for p, kind in oldest if kind == "change"][0])
+            t0 = time.monotonic()
+            a.run("DROP TABLE %s" % ", ".join(day))
+            out["drop_day_ms"] = (time.monotonic() - t0) * 1e3
+            log("   dropped the oldest day (%s change rows) in %.1f ms" % ("{:,}".format(out["drop_day_rows"]),
+                                                                         out["drop_day_ms"]))
         return out
 
     # ---- lag under a steady load ----------------------------------------------------------------
@@ -689,7 +897,7 @@ class Harness:
         commits = self.local_commits_sql(down_start, down_end)
         if c == "d":
             rows = self.audit.run("WITH c AS (%s) SELECT extract(epoch FROM c.local_commit - t.commit_time)::float8 "
-                                  "FROM logical_audit.transaction t JOIN c ON c.xid = t.xmin "
+                                  "FROM logical_audit.transaction_data t JOIN c ON c.xid = t.xmin "
                                   "WHERE t.change_count > 0" % commits)
             return [r[0] for r in rows]
         upstream = dict(self.up.run("SELECT id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 "
@@ -701,11 +909,11 @@ class Harness:
     # ---- the whole run -------------------------------------------------------------------------
     def run(self):
         self.setup()
-        for name, rows, tables, generate, settings, runs in self.workloads():
-            if self.only and name not in self.only:
+        for name, rows, tables, generate, settings, runs, history in self.workloads():
+            if not self.selected(name):
                 continue
             for run in range(1, runs + 1):
-                self.run_workload(name, rows, tables, generate, settings, run)
+                self.run_workload(name, rows, tables, generate, settings, run, history)
         if not self.only or "lag" in self.only:
             for c in ("b", "d"):
                 if c in self.consumers:
@@ -731,9 +939,10 @@ def main():
     p.add_argument("--out-dir", required=True)
     p.add_argument("--pg-bin", required=True)
     p.add_argument("--work", help="the clusters' directory (for the record)")
-    p.add_argument("--only", help="comma-separated workloads to run (W1-1txn,W1-1000,W1-1row,W2,W3,W4,lag)")
+    p.add_argument("--only", help="comma-separated workloads to run (W1-1txn,W1-1000,W1-1row,W2,W3,W4,H,lag)")
     p.add_argument("--consumers", default="a,b,c,d", help="comma-separated consumers among a,b,c,d")
     p.add_argument("--audit-options", default="{}", help="options of the logical_audit subscription (jsonb)")
+    p.add_argument("--history", help="comma-separated counts of change rows held before each run of H (0,20000000)")
     p.add_argument("--perf", action="store_true", help="profile the audit worker with perf (perf-<workload>.txt)")
     args = p.parse_args()
     h = Harness(args)

@@ -89,6 +89,55 @@ def print_table(summary, lag):
                 l.get("p99_ms", "-"), l.get("max_ms", "-"), l.get("confirm_ms", "-")))
 
 
+def history_rows(runs):
+    """One row per run of H: logical_audit's figures and the built-in subscription's rows/s on its WAL."""
+    out = []
+    for r in runs:
+        if r["workload"].startswith("H-") and r["consumer"] == "logical_audit":
+            key = (r["workload"], r["run"], "builtin_subscription")
+            b = [x for x in runs if (x["workload"], x["run"], x["consumer"]) == key]
+            row = {k: v for k, v in r.items() if k not in ("start_lsn", "end_lsn")}
+            row["builtin_rows_per_s"] = b[0].get("rows_per_s") if b else None
+            out.append(row)
+    return out
+
+
+def print_history(rows):
+    if not rows:
+        return
+    print()
+    print("History already held (H: %s random-key UPDATEs of a 1M-row table in 1000-row transactions, the store"
+          % "{:,}".format(rows[0]["rows"]))
+    print("of logical_audit prefilled with synthetic change rows of the table in daily partitions; bytes: heap,")
+    print("indexes and TOAST of the subscription's change, transaction and message partitions over its change rows)")
+    print("{:<8} {:>12} {:>9} {:>11} {:>12} {:>12} {:>6} {:>10} {:>10} {:>11}".format(
+        "workload", "held rows", "prefill s", "prefill r/s", "audit rows/s", "builtin r/s", "x(b)", "B/change",
+        "image MB", "change rows"))
+    for r in rows:
+        print("{:<8} {} {} {} {} {} {} {} {} {}".format(
+            r["workload"], fmt(r.get("history_rows", 0), ",d", 12), fmt(r.get("prefill_s"), ".1f", 9),
+            fmt(r.get("prefill_rows_per_s"), ",.0f", 11), fmt(r.get("rows_per_s"), ",.0f", 12),
+            fmt(r.get("builtin_rows_per_s"), ",.0f", 12), fmt(r.get("ratio_b"), ".2f", 6),
+            fmt(r.get("bytes_per_change"), ",.1f", 10),
+            fmt(r["row_image_bytes"] / 1e6 if r.get("row_image_bytes") else None, ",.1f", 10),
+            fmt(r.get("change_rows"), ",d", 11)))
+    print()
+    print("Reading it back (client-side; history(): %s calls on random keys, count(*) of each; table_as_of():"
+          % "{:,}".format(rows[0].get("history_calls", 0)))
+    print("count(*) at now() and at the middle of the synthetic history; drop: DROP TABLE of the oldest day's")
+    print("partitions)")
+    print("{:<8} {:>10} {:>10} {:>9} {:>11} {:>11} {:>11} {:>11} {:>10} {:>10}".format(
+        "workload", "hist p50ms", "hist p99ms", "rows/key", "as_of now s", "rows", "as_of mid s", "rows",
+        "drop ms", "day rows"))
+    for r in rows:
+        print("{:<8} {} {} {} {} {} {} {} {} {}".format(
+            r["workload"], fmt(r.get("history_p50_ms"), ".2f", 10), fmt(r.get("history_p99_ms"), ".2f", 10),
+            fmt(r.get("history_rows_mean"), ".1f", 9), fmt(r.get("as_of_now_s"), ".2f", 11),
+            fmt(r.get("as_of_now_rows"), ",d", 11), fmt(r.get("as_of_mid_s"), ".2f", 11),
+            fmt(r.get("as_of_mid_rows"), ",d", 11), fmt(r.get("drop_day_ms"), ",.1f", 10),
+            fmt(r.get("drop_day_rows"), ",d", 10)))
+
+
 def evaluate_targets(summary, lag):
     """The issue's targets for logical_audit, each met / NOT met / not measured, with the figure."""
     get = {(r["workload"], r["consumer"]): r for r in summary}
@@ -142,7 +191,9 @@ def write_csv(path, runs, lag):
             "rows_per_s", "wal_mb_per_s", "ratio_a", "ratio_b", "ratio_c", "walsender_cpu_us",
             "walsender_cpu_us_per_row", "consumer_cpu_us", "consumer_cpu_us_per_row", "consumer_vmhwm_kb",
             "consumer_anon_peak_kb", "consumer_restarts", "counted_rows", "error", "lag_transactions",
-            "lag_p50_ms", "lag_p99_ms", "lag_max_ms", "confirm_ms"]
+            "lag_p50_ms", "lag_p99_ms", "lag_max_ms", "confirm_ms", "history_rows", "prefill_s", "change_rows",
+            "bytes_per_change", "row_image_bytes", "history_p50_ms", "history_p99_ms", "as_of_now_s", "as_of_mid_s",
+            "drop_day_ms"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -215,6 +266,8 @@ def write_all(h, args, started):
     add_ratios(runs)
     summary = summarize(runs)
     print_table(summary, lag)
+    history = history_rows(runs)
+    print_history(history)
     targets = evaluate_targets(summary, lag)
     print_targets(targets, h.errors)
     try:
@@ -224,7 +277,7 @@ def write_all(h, args, started):
     doc = dict(mode=args.mode, started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                duration_s=round(time.time() - started, 1),
                machine=dict(cpus=os.cpu_count(), kernel=platform.release(), python=platform.python_version()),
-               postgres=version, sizes=h.cfg, runs=runs, summary=summary, lag=lag, targets=targets,
+               postgres=version, sizes=h.cfg, runs=runs, summary=summary, lag=lag, history=history, targets=targets,
                errors=h.errors)
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:
         json.dump(doc, f, indent=1, default=str)

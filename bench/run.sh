@@ -10,10 +10,13 @@
 #
 # Usage (as root on Debian 12; installs the Debian packages it needs):
 #   bench/run.sh [--quick | --medium | --full] [--only W1-1txn,W4,...] [--consumers a,b,c,d]
-#                [--audit-options '{"row_history": false}'] [--perf]
+#                [--audit-options '{"row_history": false}'] [--history 0,20000000,...] [--perf]
 #   --quick   scaled-down workloads, one run of each, 10 s lag tests (about 3 minutes)
 #   --medium  full-size W1 to W3 with one run each, W4 at 2M rows, 20 s lag tests
 #   --full    the sizes, W1 three times (medians), 30 s lag tests (the default)
+#   --history run workload H (random-key UPDATEs of a 1M-row table) once per count, with logical_audit's
+#             store prefilled with that many synthetic change rows of the table before its run
+#             (--only H alone runs it with none held)
 #   --perf    profile the audit worker with perf through each workload's first run: a flat
 #             profile per workload (perf-W1-1000.txt, ...) in OUT_DIR
 # Environment: UP_PORT (5581), DOWN_PORT (5582), OUT_DIR (build-bench/e2e in the repository),
@@ -34,7 +37,7 @@ mode=full
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick | --medium | --full) mode=${1#--} ;;
-	--only | --consumers | --audit-options) harness_args+=("$1" "$2"); shift ;;
+	--only | --consumers | --audit-options | --history) harness_args+=("$1" "$2"); shift ;;
 	--perf) harness_args+=("$1"); PACKAGES+=(linux-perf) ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
