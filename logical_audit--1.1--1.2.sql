@@ -479,16 +479,6 @@ SELECT st.name AS subscription, m.lsn, m.commit_lsn, m.transactional, m.prefix, 
        m.subscription_id
 FROM logical_audit.message_data m JOIN logical_audit.store st ON st.subscription_id = m.subscription_id;
 
--- A change as the change view shows it.
-CREATE FUNCTION logical_audit.change_view_row(c logical_audit.change_data) RETURNS logical_audit.change
-LANGUAGE sql STABLE
-AS $$
-	SELECT ROW(st.name, c.commit_lsn, c.ordinal, logical_audit.op_name(c.op), r.schema_name, r.table_name, c.old_row,
-	           CASE WHEN c.unchanged_toast IS NULL THEN c.new_row ELSE logical_audit.complete_row(c) END,
-	           c.unchanged_toast, c.changed_columns, c.commit_time, c.subscription_id, c.relation_id)::logical_audit.change
-	FROM logical_audit.store st, logical_audit.relation r
-	WHERE st.subscription_id = c.subscription_id AND r.id = c.relation_id
-$$;
 
 -- The change rows of one row (named by its key), in upstream order per subscription, each with
 -- whether the row exists after it: its version chain walked back from its latest image (one
@@ -507,6 +497,7 @@ DECLARE
 	head logical_audit.row_image;
 	steps logical_audit.change_data[];
 	keyed boolean;
+	sub_name text;
 BEGIN
 	IF row_timeline.schema_name IS NULL OR row_timeline.table_name IS NULL THEN
 		RAISE EXCEPTION 'schema_name and table_name must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -530,6 +521,7 @@ BEGIN
 		  AND (row_timeline.subscription IS NULL OR st.name = row_timeline.subscription)
 		ORDER BY st.name, r.subscription_id
 	LOOP
+		sub_name := (SELECT st.name FROM logical_audit.store st WHERE st.subscription_id = rel.subscription_id);
 		SELECT * INTO head FROM logical_audit.row_image i WHERE i.relation_id = rel.id AND i.row_key = row_timeline.key;
 		keyed := FOUND;
 		IF keyed THEN
@@ -559,7 +551,13 @@ BEGIN
 			       lag(s.exists_after) OVER (ORDER BY (s.c).commit_lsn, (s.c).ordinal) AS existed_before
 			FROM steps s)
 		-- A TRUNCATE belongs to the timeline when the row existed just before it.
-		SELECT logical_audit.change_view_row(o.c), o.exists_after FROM ordered o
+		SELECT ROW(sub_name, (o.c).commit_lsn, (o.c).ordinal, logical_audit.op_name((o.c).op), rel.schema_name,
+		           rel.table_name, (o.c).old_row,
+		           CASE WHEN (o.c).unchanged_toast IS NULL THEN (o.c).new_row ELSE logical_audit.complete_row(o.c) END,
+		           (o.c).unchanged_toast, (o.c).changed_columns, (o.c).commit_time, (o.c).subscription_id,
+		           (o.c).relation_id)::logical_audit.change,
+		       o.exists_after
+		FROM ordered o
 		WHERE (o.c).op <> 'T' OR o.existed_before
 		ORDER BY (o.c).commit_lsn, (o.c).ordinal;
 	END LOOP;
