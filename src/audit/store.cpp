@@ -97,19 +97,29 @@ Oid child_for(Relation parent, Datum value, TimestampTz *lower, TimestampTz *upp
 
 } // namespace
 
-Oid partition_holding(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper) {
+Oid subscription_partition(TableKind kind, int32 subscription_id) {
 	Oid root_id = get_relname_relid(kPartitioned[kind], get_namespace_oid(kSchema, false));
 	if (!OidIsValid(root_id))
 		ereport(ERROR, (errcode(ERRCODE_UNDEFINED_TABLE),
 		                errmsg("audit table %s.%s does not exist", kSchema, kPartitioned[kind]),
 		                errhint("Update the logical_audit extension (ALTER EXTENSION logical_audit UPDATE).")));
 	Relation root = table_open(root_id, AccessShareLock);
-	Oid middle_id = child_for(root, Int32GetDatum(subscription_id), lower, upper);
+	TimestampTz unused;
+	Oid middle_id = child_for(root, Int32GetDatum(subscription_id), &unused, &unused);
 	table_close(root, NoLock);
+	return middle_id;
+}
+
+Oid time_partition(Relation subscription_partition, TimestampTz time, TimestampTz *lower, TimestampTz *upper) {
+	return child_for(subscription_partition, TimestampTzGetDatum(time), lower, upper);
+}
+
+Oid partition_holding(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper) {
+	Oid middle_id = subscription_partition(kind, subscription_id);
 	if (!OidIsValid(middle_id))
 		return InvalidOid;
 	Relation middle = table_open(middle_id, AccessShareLock);
-	Oid leaf = child_for(middle, TimestampTzGetDatum(time), lower, upper);
+	Oid leaf = time_partition(middle, time, lower, upper);
 	table_close(middle, NoLock);
 	return leaf;
 }

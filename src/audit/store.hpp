@@ -43,6 +43,13 @@ void relation_ids_forget(RelationIds *ids);
 // The audit tables whose rows are partitioned by subscription and commit time.
 enum TableKind { kChangeTable, kTransactionTable, kMessageTable, kTables };
 
+// A subscription's partition of an audit table (itself partitioned by time), or InvalidOid.
+Oid subscription_partition(TableKind kind, int32 subscription_id);
+
+// The time partition of a subscription's partition (open) that holds rows of that commit time,
+// and its range in *lower and *upper; InvalidOid when none does.
+Oid time_partition(Relation subscription_partition, TimestampTz time, TimestampTz *lower, TimestampTz *upper);
+
 // The time partition of an audit table that holds a subscription's rows of that commit time, and
 // its range in *lower and *upper; InvalidOid when none does.
 Oid partition_holding(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper);

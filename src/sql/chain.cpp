@@ -1,11 +1,12 @@
 // logical_audit.version_chain(subscription_id, commit_time, commit_lsn, ordinal, key): the change
 // rows of one row's version chain, from the given change back to its first, in one call. Each step
-// opens the time partition that holds the linked change (its commit time is in the link) and reads
-// it through that partition's (commit_lsn, ordinal) index: no planning per step, and a cost that
-// follows the row's own changes, not the history held.
+// finds the time partition that holds the linked change (its commit time is in the link) in the
+// subscription's partition, opened once, and reads it through that partition's (commit_lsn,
+// ordinal) index: no planning per step, and a cost that follows the row's own changes, not the
+// history held.
 //
-// Everything is palloc'd in the call's memory context or belongs to the scan of one step, which is
-// ended before the next; an ERROR releases the relations and scans with the transaction.
+// Everything is palloc'd in the call's memory context; the relations a walk opens stay open until
+// its end, the scan of a step until the step's end; an ERROR releases them with the transaction.
 #include "audit/store.hpp"
 
 #include "pg.hpp"
@@ -66,22 +67,47 @@ void map_columns(Relation leaf, AttrNumber *attno) {
 	}
 }
 
-// Reads the change at `at` of the subscription into slot (made over the partition's descriptor in
-// the current context); false when no kept partition holds it (retention dropped it, or it was
-// detached) or the partition lacks it.
-bool read_change(int32 subscription_id, const ChangeAt &at, TupleTableSlot **slot, AttrNumber *attno) {
+// What a walk keeps open: the subscription's partition of change_data, and the time partition
+// (with its index and column numbers) of the latest step, which the next step often needs again.
+struct Walk {
+	Relation parent;
+	Oid leaf_id;
+	Relation leaf;
+	Relation index;
+	AttrNumber attno[kColumns];
+};
+
+// Makes the time partition that holds `at` the walk's current one; false when no kept partition
+// holds it (retention dropped it, or it was detached).
+bool enter_partition(Walk &walk, const ChangeAt &at) {
 	TimestampTz lower, upper;
-	Oid leaf_id = audit::partition_holding(audit::kChangeTable, subscription_id, at.time, &lower, &upper);
+	Oid leaf_id = audit::time_partition(walk.parent, at.time, &lower, &upper);
 	if (!OidIsValid(leaf_id))
 		return false;
-	Relation leaf = table_open(leaf_id, AccessShareLock);
-	map_columns(leaf, attno);
-	Relation index = lsn_index(leaf, attno);
+	if (leaf_id == walk.leaf_id)
+		return true;
+	// The locks stay until the end of the transaction, as a query's would.
+	if (walk.leaf != nullptr) {
+		index_close(walk.index, NoLock);
+		table_close(walk.leaf, NoLock);
+	}
+	walk.leaf = table_open(leaf_id, AccessShareLock);
+	walk.leaf_id = leaf_id;
+	map_columns(walk.leaf, walk.attno);
+	walk.index = lsn_index(walk.leaf, walk.attno);
+	return true;
+}
+
+// Reads the change at `at` into slot (made over the partition's descriptor in the current
+// context); false when no kept partition holds it or the partition lacks it.
+bool read_change(Walk &walk, const ChangeAt &at, TupleTableSlot **slot) {
+	if (!enter_partition(walk, at))
+		return false;
 	ScanKeyData keys[2];
 	ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_PG_LSN_EQ, LSNGetDatum(at.lsn));
 	ScanKeyInit(&keys[1], 2, BTEqualStrategyNumber, F_INT4EQ, Int32GetDatum(at.ordinal));
-	*slot = MakeSingleTupleTableSlot(RelationGetDescr(leaf), table_slot_callbacks(leaf));
-	IndexScanDesc scan = index_beginscan(leaf, index, GetActiveSnapshot(), 2, 0);
+	*slot = MakeSingleTupleTableSlot(RelationGetDescr(walk.leaf), table_slot_callbacks(walk.leaf));
+	IndexScanDesc scan = index_beginscan(walk.leaf, walk.index, GetActiveSnapshot(), 2, 0);
 	index_rescan(scan, keys, 2, nullptr, 0);
 	bool found = index_getnext_slot(scan, ForwardScanDirection, *slot);
 	if (found)
@@ -89,9 +115,6 @@ bool read_change(int32 subscription_id, const ChangeAt &at, TupleTableSlot **slo
 	else
 		ExecDropSingleTupleTableSlot(*slot);
 	index_endscan(scan);
-	// The locks stay until the end of the transaction, as a query's would.
-	index_close(index, NoLock);
-	table_close(leaf, NoLock);
 	return found;
 }
 
@@ -152,13 +175,16 @@ extern "C" Datum logical_audit_version_chain(PG_FUNCTION_ARGS) {
 	int32 subscription_id = PG_GETARG_INT32(0);
 	ChangeAt at = {PG_GETARG_TIMESTAMPTZ(1), PG_GETARG_LSN(2), PG_GETARG_INT32(3)};
 	Datum key = PG_GETARG_DATUM(4);
-	AttrNumber attno[kColumns];
+	Oid parent_id = audit::subscription_partition(audit::kChangeTable, subscription_id);
+	if (!OidIsValid(parent_id))
+		return (Datum)0;
+	Walk walk = {table_open(parent_id, AccessShareLock), InvalidOid, nullptr, nullptr, {}};
 	TupleTableSlot *slot = nullptr;
-	while (read_change(subscription_id, at, &slot, attno)) {
+	while (read_change(walk, at, &slot)) {
 		CHECK_FOR_INTERRUPTS();
 		emit(rsinfo, slot);
 		ChangeAt before;
-		bool more = previous(slot, attno, key, &before);
+		bool more = previous(slot, walk.attno, key, &before);
 		ExecDropSingleTupleTableSlot(slot);
 		if (!more)
 			break;
@@ -169,5 +195,10 @@ extern "C" Datum logical_audit_version_chain(PG_FUNCTION_ARGS) {
 			                       subscription_id, LSN_FORMAT_ARGS(at.lsn), at.ordinal)));
 		at = before;
 	}
+	if (walk.leaf != nullptr) {
+		index_close(walk.index, NoLock);
+		table_close(walk.leaf, NoLock);
+	}
+	table_close(walk.parent, NoLock);
 	return (Datum)0;
 }
