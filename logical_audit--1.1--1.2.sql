@@ -56,8 +56,6 @@ CREATE TABLE logical_audit.change_data (
 ) PARTITION BY LIST (subscription_id);
 -- A transaction's changes, and each step of a version chain: appended in commit order.
 CREATE INDEX change_data_lsn ON logical_audit.change_data (commit_lsn, ordinal);
--- The TRUNCATE rows of a relation (few).
-CREATE INDEX change_data_truncate ON logical_audit.change_data (relation_id, commit_lsn) WHERE op = 'T';
 
 CREATE TABLE logical_audit.transaction_data (
 	commit_time      timestamptz NOT NULL,
@@ -89,6 +87,16 @@ CREATE TABLE logical_audit.message_data (
 	PRIMARY KEY (lsn, subscription_id, commit_time)
 ) PARTITION BY LIST (subscription_id);
 
+-- The TRUNCATEs of each relation (their change rows are in change_data): few, read by history()
+-- without a look into every time partition.
+CREATE TABLE logical_audit.relation_truncate (
+	relation_id  integer NOT NULL,
+	commit_lsn   pg_lsn NOT NULL,
+	ordinal      integer NOT NULL,
+	commit_time  timestamptz NOT NULL,
+	PRIMARY KEY (relation_id, commit_lsn, ordinal)
+);
+
 -- The latest change of each row seen under a key (row_key_ops, as 1.1's index), and the row's
 -- image after it (the values it sent: unchanged TOASTed ones are absent); image is NULL once the
 -- change deleted the row or moved it to another key. A TRUNCATE of the relation later than the
@@ -108,6 +116,7 @@ SELECT pg_catalog.pg_extension_config_dump('logical_audit.store', '');
 SELECT pg_catalog.pg_extension_config_dump('logical_audit.relation', '');
 SELECT pg_catalog.pg_extension_config_dump('logical_audit.relation_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('logical_audit.row_image', '');
+SELECT pg_catalog.pg_extension_config_dump('logical_audit.relation_truncate', '');
 
 -- Subscriptions enter the store when created and stay there, marked dropped, when dropped.
 CREATE FUNCTION logical_audit.store_subscription() RETURNS trigger
@@ -264,6 +273,9 @@ BEGIN
 	DELETE FROM logical_audit.row_image i USING logical_audit.relation r
 	WHERE r.subscription_id = st.subscription_id AND i.relation_id = r.id AND i.image IS NULL
 	  AND i.commit_time < coalesce(oldest, 'infinity');
+	DELETE FROM logical_audit.relation_truncate t USING logical_audit.relation r
+	WHERE r.subscription_id = st.subscription_id AND t.relation_id = r.id
+	  AND t.commit_time < coalesce(oldest, 'infinity');
 END
 $$;
 
@@ -453,6 +465,9 @@ LEFT JOIN upgrade_timeline own ON NOT own.moved AND own.relation_id = c.relation
 LEFT JOIN upgrade_timeline old ON old.moved AND old.relation_id = c.relation_id AND old.commit_lsn = c.commit_lsn
                                AND old.ordinal = c.ordinal;
 
+INSERT INTO logical_audit.relation_truncate (relation_id, commit_lsn, ordinal, commit_time)
+SELECT d.relation_id, d.commit_lsn, d.ordinal, d.commit_time FROM logical_audit.change_data d WHERE d.op = 'T';
+
 DROP FUNCTION logical_audit.row_as_of(text, text, jsonb, timestamptz, text);
 DROP FUNCTION logical_audit.history(text, text, jsonb, text);
 DROP FUNCTION logical_audit.row_timeline(text, text, jsonb, text);
@@ -537,9 +552,12 @@ BEGIN
 		RETURN QUERY
 		WITH own AS (SELECT s.* FROM unnest(steps) s),
 		truncates AS (
-			SELECT d.* FROM logical_audit.change_data d
-			WHERE d.subscription_id = rel.subscription_id AND d.relation_id = rel.id AND d.op = 'T'
-			  AND d.commit_lsn >= (SELECT min(o.commit_lsn) FROM own o)),
+			SELECT (x.d).* FROM logical_audit.relation_truncate t
+			CROSS JOIN LATERAL (
+				SELECT d FROM logical_audit.change_data d
+				WHERE d.subscription_id = rel.subscription_id AND d.commit_time = t.commit_time
+				  AND d.commit_lsn = t.commit_lsn AND d.ordinal = t.ordinal LIMIT 1) x
+			WHERE t.relation_id = rel.id AND t.commit_lsn >= (SELECT min(o.commit_lsn) FROM own o)),
 		steps AS (
 			SELECT ROW(u.*)::logical_audit.change_data AS c, CASE WHEN u.op IN ('D', 'T') THEN false
 			                    WHEN keyed THEN NOT (u.op = 'U' AND coalesce(u.old_row = row_timeline.key, false))
@@ -668,10 +686,9 @@ BEGIN
 			END IF;
 			CONTINUE;
 		END IF;
-		SELECT d.commit_lsn, d.ordinal INTO truncated, truncated_ordinal FROM logical_audit.change_data d
-		WHERE d.subscription_id = rel.subscription_id AND d.relation_id = rel.id AND d.op = 'T'
-		  AND d.commit_time <= table_as_of.at
-		ORDER BY d.commit_lsn DESC, d.ordinal DESC LIMIT 1;
+		SELECT t.commit_lsn, t.ordinal INTO truncated, truncated_ordinal FROM logical_audit.relation_truncate t
+		WHERE t.relation_id = rel.id AND t.commit_time <= table_as_of.at
+		ORDER BY t.commit_lsn DESC, t.ordinal DESC LIMIT 1;
 		RETURN QUERY
 		WITH later AS (
 			SELECT d.* FROM logical_audit.change_data d
@@ -716,7 +733,8 @@ $$;
 COMMENT ON FUNCTION logical_audit.table_as_of(text, text, timestamptz, text) IS
 'every row of an upstream table as it was at an upstream commit time';
 
-REVOKE ALL ON logical_audit.store, logical_audit.relation, logical_audit.row_image, logical_audit.change_data,
+REVOKE ALL ON logical_audit.store, logical_audit.relation, logical_audit.row_image, logical_audit.relation_truncate,
+	logical_audit.change_data,
 	logical_audit.transaction_data, logical_audit.message_data FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_audit.create_partitions(integer, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION logical_audit.maintain_store(integer) FROM PUBLIC;

@@ -163,7 +163,8 @@ SET ROLE regress_la_auditor;
 SELECT count(*) FROM logical_audit.history('public', 'item', '{"id": 1}');
 RESET ROLE;
 GRANT SELECT ON logical_audit.change, logical_audit.transaction, logical_audit.change_data,
-	logical_audit.transaction_data, logical_audit.relation, logical_audit.store, logical_audit.row_image
+	logical_audit.transaction_data, logical_audit.relation, logical_audit.store, logical_audit.row_image,
+	logical_audit.relation_truncate
 	TO regress_la_auditor;
 SET ROLE regress_la_auditor;
 SELECT count(*) FROM logical_audit.history('public', 'item', '{"id": 1}');

@@ -58,12 +58,10 @@ void load_relation(StoredRelation *relation, int32 subscription_id, Datum schema
 	          "WHERE subscription_id = $1 AND schema_name = $2 AND table_name = $3",
 	          3, types, values, false);
 	relation->id = DatumGetInt32(row_value(1, &isnull));
-	values[1] = Int32GetDatum(relation->id);
-	types[1] = INT4OID;
-	relation->truncated = query_row("SELECT commit_time, commit_lsn, ordinal FROM logical_audit.change_data "
-	                                "WHERE subscription_id = $1 AND relation_id = $2 AND op = 'T' "
-	                                "ORDER BY commit_lsn DESC, ordinal DESC LIMIT 1",
-	                                2, types, values, true);
+	values[0] = Int32GetDatum(relation->id);
+	relation->truncated = query_row("SELECT commit_time, commit_lsn, ordinal FROM logical_audit.relation_truncate "
+	                                "WHERE relation_id = $1 ORDER BY commit_lsn DESC, ordinal DESC LIMIT 1",
+	                                1, types, values, true);
 	if (relation->truncated)
 		relation->truncate = {DatumGetTimestampTz(row_value(1, &isnull)), DatumGetLSN(row_value(2, &isnull)),
 		                      DatumGetInt32(row_value(3, &isnull))};
@@ -169,6 +167,19 @@ StoredRelation *relation_ids_find(RelationIds *ids, int32 subscription_id, Datum
 	entry = static_cast<RelationEntry *>(hash_search(ids->hash, &key, HASH_ENTER, &found));
 	entry->relation = relation;
 	return &entry->relation;
+}
+
+void relation_truncated(StoredRelation *relation, const ChangeAt &at) {
+	Oid types[4] = {INT4OID, LSNOID, INT4OID, TIMESTAMPTZOID};
+	Datum values[4] = {Int32GetDatum(relation->id), LSNGetDatum(at.lsn), Int32GetDatum(at.ordinal),
+	                   TimestampTzGetDatum(at.time)};
+	SPI_connect();
+	query_row("INSERT INTO logical_audit.relation_truncate (relation_id, commit_lsn, ordinal, commit_time) "
+	          "VALUES ($1, $2, $3, $4)",
+	          4, types, values, false);
+	SPI_finish();
+	relation->truncated = true;
+	relation->truncate = at;
 }
 
 void relation_ids_forget(RelationIds *ids) {

@@ -37,6 +37,10 @@ RelationIds *relation_ids_create(MemoryContext context);
 // the open local transaction.
 StoredRelation *relation_ids_find(RelationIds *ids, int32 subscription_id, Datum schema_name, Datum table_name);
 
+// Records a TRUNCATE of the relation (logical_audit.relation_truncate), in the open local
+// transaction, as its latest.
+void relation_truncated(StoredRelation *relation, const ChangeAt &at);
+
 // Forgets every cached relation (after an ERROR).
 void relation_ids_forget(RelationIds *ids);
 

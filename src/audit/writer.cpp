@@ -413,10 +413,8 @@ void writer_change(Writer *w, const ChangeRow &row) {
 	else
 		for (int c = kChangePrevTime; c <= kChangeMovedOrdinal; c++)
 			isnull[c] = true;
-	if (row.op == Op::Truncate) {
-		relation->truncated = true;
-		relation->truncate = at;
-	}
+	if (row.op == Op::Truncate)
+		relation_truncated(relation, at);
 	Inserter *t = w->targets[kChangeTable];
 	inserter_open(t, w->txn_context, w->subscription_id, w->commit_time);
 	MemoryContext caller = MemoryContextSwitchTo(inserter_batch(t));
