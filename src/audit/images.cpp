@@ -2,6 +2,7 @@
 // so that the local transaction's own earlier changes count, and an update in place (HOT when the
 // page has room: the table's fillfactor leaves it) or an insert per keyed change.
 #include "audit/images.hpp"
+#include "audit/inserter.hpp"
 
 #include "pg.hpp"
 
@@ -24,9 +25,9 @@ struct Images {
 	EState *estate; // for index insertion
 	ResultRelInfo *rri;
 	IndexScanDesc scan;
-	TupleTableSlot *found; // the row found by the latest lookup
-	TupleTableSlot *next;  // the row written
-	int attno[kColumns];   // attribute number of each column
+	TupleTableSlot *found;      // the row found by the latest lookup
+	TupleTableSlot *next;       // the row written
+	AttrNumber attno[kColumns]; // attribute number of each column
 	// The latest lookup, which the next one of the same key (the same Datum: the writer looks a
 	// change's key up, then sets it, within one message) answers without a scan. A write, and an
 	// abort, forget it: a Datum of a later message may reuse the address.
@@ -37,18 +38,6 @@ struct Images {
 };
 
 namespace {
-
-// The attribute number of each column, by name; a missing one is an ERROR.
-void map_columns(Images *s) {
-	TupleDesc desc = RelationGetDescr(s->rel);
-	for (int c = 0; c < kColumns; c++) {
-		s->attno[c] = get_attnum(RelationGetRelid(s->rel), kNames[c]);
-		if (s->attno[c] == InvalidAttrNumber || s->attno[c] > desc->natts)
-			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
-			                errmsg("audit table logical_audit.%s has no column \"%s\"", kTable, kNames[c]),
-			                errhint("Update the logical_audit extension (ALTER EXTENSION logical_audit UPDATE).")));
-	}
-}
 
 // The unique index on (relation_id, row_key), among the table's open indexes.
 Relation key_index(Images *s) {
@@ -69,17 +58,8 @@ void open_images(Images *s, MemoryContext txn_context) {
 	Oid relid = RangeVarGetRelid(makeRangeVar(const_cast<char *>("logical_audit"), const_cast<char *>(kTable), -1),
 	                             RowExclusiveLock, false);
 	s->rel = table_open(relid, NoLock);
-	map_columns(s);
-	s->estate = CreateExecutorState();
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = relid;
-	rte->relkind = s->rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(s->estate, list_make1(rte));
-	s->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(s->rri, s->rel, 1, nullptr, 0);
-	ExecOpenIndices(s->rri, false);
+	column_numbers(s->rel, kNames, kColumns, s->attno);
+	insert_state_open(s->rel, &s->estate, &s->rri);
 	s->scan = index_beginscan(s->rel, key_index(s), SnapshotSelf, 2, 0);
 	s->found = MakeSingleTupleTableSlot(RelationGetDescr(s->rel), table_slot_callbacks(s->rel));
 	s->next = MakeSingleTupleTableSlot(RelationGetDescr(s->rel), table_slot_callbacks(s->rel));
@@ -173,8 +153,7 @@ void images_close(Images *s) {
 	index_endscan(s->scan);
 	ExecDropSingleTupleTableSlot(s->found);
 	ExecDropSingleTupleTableSlot(s->next);
-	ExecCloseIndices(s->rri);
-	FreeExecutorState(s->estate);
+	insert_state_close(s->estate, s->rri);
 	table_close(s->rel, NoLock);
 	images_forget(s);
 }

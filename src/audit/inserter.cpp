@@ -18,9 +18,9 @@ struct Inserter {
 	const TableSpec *spec;
 	// Kept across local transactions: desc is a copy of the partition's descriptor, not reference
 	// counted, so slots over it pin nothing in a resource owner.
-	MemoryContext slot_context; // desc, attindex, the slots and their materialized tuples
+	MemoryContext slot_context; // desc, attno, the slots and their materialized tuples
 	TupleDesc desc;             // nullptr until built
-	int *attindex;              // attribute index of each of the spec's columns
+	AttrNumber *attno;          // attribute number of each of the spec's columns
 	TupleTableSlot **slots;
 	int nslots; // created so far, up to spec->max_rows
 	// The local transaction's: allocated in txn_context.
@@ -38,38 +38,6 @@ struct Inserter {
 
 namespace {
 
-// Finds the attribute index of each column of the spec; a missing one is an ERROR.
-int *map_columns(TupleDesc desc, const TableSpec &spec) {
-	int *attindex = static_cast<int *>(palloc(sizeof(int) * spec.ncolumns));
-	for (int c = 0; c < spec.ncolumns; c++) {
-		attindex[c] = -1;
-		for (int i = 0; i < desc->natts && attindex[c] < 0; i++) {
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-			if (!att->attisdropped && strcmp(NameStr(att->attname), spec.columns[c]) == 0)
-				attindex[c] = i;
-		}
-		if (attindex[c] < 0)
-			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN),
-			                errmsg("audit table logical_audit.%s has no column \"%s\"", spec.name, spec.columns[c]),
-			                errhint("Update the logical_audit extension (ALTER EXTENSION logical_audit UPDATE).")));
-	}
-	return attindex;
-}
-
-// Builds the executor state that index insertion and constraint checks need, as COPY does.
-void init_executor(Inserter *in) {
-	in->estate = CreateExecutorState();
-	RangeTblEntry *rte = makeNode(RangeTblEntry);
-	rte->rtekind = RTE_RELATION;
-	rte->relid = RelationGetRelid(in->rel);
-	rte->relkind = in->rel->rd_rel->relkind;
-	rte->rellockmode = RowExclusiveLock;
-	ExecInitRangeTable(in->estate, list_make1(rte));
-	in->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(in->rri, in->rel, 1, nullptr, 0);
-	ExecOpenIndices(in->rri, false);
-}
-
 // (Re)builds the slots over a copy of the partition's descriptor, when they do not match it
 // (first use, another partition's layout, or the table changed since).
 void prepare_slots(Inserter *in) {
@@ -80,7 +48,8 @@ void prepare_slots(Inserter *in) {
 	MemoryContext caller = MemoryContextSwitchTo(in->slot_context);
 	in->desc = nullptr;
 	in->nslots = 0;
-	in->attindex = map_columns(desc, *in->spec);
+	in->attno = static_cast<AttrNumber *>(palloc(sizeof(AttrNumber) * in->spec->ncolumns));
+	column_numbers(in->rel, in->spec->columns, in->spec->ncolumns, in->attno);
 	in->slots = static_cast<TupleTableSlot **>(palloc0(sizeof(TupleTableSlot *) * in->spec->max_rows));
 	in->desc = CreateTupleDescCopyConstr(desc);
 	MemoryContextSwitchTo(caller);
@@ -102,8 +71,8 @@ void store_row(Inserter *in, TupleTableSlot *slot, const Datum *values, const bo
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 	for (int c = 0; c < in->spec->ncolumns; c++) {
-		slot->tts_values[in->attindex[c]] = values[c];
-		slot->tts_isnull[in->attindex[c]] = isnull[c];
+		slot->tts_values[in->attno[c] - 1] = values[c];
+		slot->tts_isnull[in->attno[c] - 1] = isnull[c];
 	}
 	ExecStoreVirtualTuple(slot);
 	if (in->rel->rd_att->constr != nullptr) {
@@ -143,8 +112,7 @@ void release(Inserter *in) {
 		FreeBulkInsertState(in->bistate);
 		table_finish_bulk_insert(in->rel, 0);
 	}
-	ExecCloseIndices(in->rri);
-	FreeExecutorState(in->estate);
+	insert_state_close(in->estate, in->rri);
 	table_close(in->rel, NoLock);
 	in->rel = nullptr;
 	in->estate = nullptr;
@@ -153,6 +121,24 @@ void release(Inserter *in) {
 }
 
 } // namespace
+
+void insert_state_open(Relation rel, EState **estate, ResultRelInfo **rri) {
+	*estate = CreateExecutorState();
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+	rte->rtekind = RTE_RELATION;
+	rte->relid = RelationGetRelid(rel);
+	rte->relkind = rel->rd_rel->relkind;
+	rte->rellockmode = RowExclusiveLock;
+	ExecInitRangeTable(*estate, list_make1(rte));
+	*rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(*rri, rel, 1, nullptr, 0);
+	ExecOpenIndices(*rri, false);
+}
+
+void insert_state_close(EState *estate, ResultRelInfo *rri) {
+	ExecCloseIndices(rri);
+	FreeExecutorState(estate);
+}
 
 Inserter *inserter_create(const TableSpec *spec, MemoryContext context) {
 	Inserter *in = static_cast<Inserter *>(MemoryContextAllocZero(context, sizeof(Inserter)));
@@ -175,7 +161,7 @@ void inserter_open(Inserter *in, MemoryContext txn_context, int32 subscription_i
 		                errmsg("audit partition %s is not a plain table", RelationGetRelationName(in->rel)),
 		                errdetail("The audit worker inserts rows directly into the table's heap and indexes.")));
 	prepare_slots(in);
-	init_executor(in);
+	insert_state_open(in->rel, &in->estate, &in->rri);
 	MemoryContextSwitchTo(caller);
 }
 

@@ -24,13 +24,17 @@ namespace logical_audit::audit {
 // table may have more, left NULL, in any order), and how many rows a batch holds at most.
 struct TableSpec {
 	TableKind kind;
-	const char *name;
 	const char *const *columns;
 	int ncolumns;
 	int max_rows;
 };
 
 struct Inserter; // opaque
+
+// The executor state that index insertion and constraint checks on rel need, as COPY builds it,
+// in the current memory context; insert_state_close releases it.
+void insert_state_open(Relation rel, EState **estate, ResultRelInfo **rri);
+void insert_state_close(EState *estate, ResultRelInfo *rri);
 
 // An inserter whose own memory lives in context.
 Inserter *inserter_create(const TableSpec *spec, MemoryContext context);

@@ -95,6 +95,21 @@ Oid child_for(Relation parent, Datum value, TimestampTz *lower, TimestampTz *upp
 
 } // namespace
 
+const char *audit_table_name(TableKind kind) {
+	return kPartitioned[kind];
+}
+
+void column_numbers(Relation rel, const char *const *names, int count, AttrNumber *attno) {
+	for (int c = 0; c < count; c++) {
+		attno[c] = get_attnum(RelationGetRelid(rel), names[c]);
+		if (attno[c] == InvalidAttrNumber)
+			ereport(ERROR,
+			        (errcode(ERRCODE_UNDEFINED_COLUMN),
+			         errmsg("audit table %s.%s has no column \"%s\"", kSchema, RelationGetRelationName(rel), names[c]),
+			         errhint("Update the logical_audit extension (ALTER EXTENSION logical_audit UPDATE).")));
+	}
+}
+
 Oid subscription_partition(TableKind kind, int32 subscription_id) {
 	Oid root_id = get_relname_relid(kPartitioned[kind], get_namespace_oid(kSchema, false));
 	if (!OidIsValid(root_id))

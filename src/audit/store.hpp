@@ -54,6 +54,13 @@ Oid subscription_partition(TableKind kind, int32 subscription_id);
 // and its range in *lower and *upper; InvalidOid when none does.
 Oid time_partition(Relation subscription_partition, TimestampTz time, TimestampTz *lower, TimestampTz *upper);
 
+// The name of an audit table in schema logical_audit: change_data, transaction_data, message_data.
+const char *audit_table_name(TableKind kind);
+
+// The attribute numbers of the named columns of an audit table or one of its partitions; a
+// missing column is an ERROR naming the table.
+void column_numbers(Relation rel, const char *const *names, int count, AttrNumber *attno);
+
 // The time partition of an audit table that holds a subscription's rows of that commit time, and
 // its range in *lower and *upper; InvalidOid when none does.
 Oid partition_holding(TableKind kind, int32 subscription_id, TimestampTz time, TimestampTz *lower, TimestampTz *upper);

@@ -90,9 +90,9 @@ const char *const kMessageNames[] = {"subscription_id", "lsn",     "commit_lsn",
                                      "prefix",          "content", "commit_time"};
 
 const TableSpec kSpecs[kTables] = {
-    {kChangeTable, "change_data", kChangeNames, kChangeColumns, kBatchRows},
-    {kTransactionTable, "transaction_data", kTransactionNames, kTxnColumns, kBatchRows},
-    {kMessageTable, "message_data", kMessageNames, kMsgColumns, 1},
+    {kChangeTable, kChangeNames, kChangeColumns, kBatchRows},
+    {kTransactionTable, kTransactionNames, kTxnColumns, kBatchRows},
+    {kMessageTable, kMessageNames, kMsgColumns, 1},
 };
 
 } // namespace

@@ -57,16 +57,6 @@ Relation lsn_index(Relation leaf, const AttrNumber *attno) {
 	return nullptr; // not reached
 }
 
-// The attribute number of each column in a partition's descriptor.
-void map_columns(Relation leaf, AttrNumber *attno) {
-	for (int c = 0; c < kColumns; c++) {
-		attno[c] = get_attnum(RelationGetRelid(leaf), kNames[c]);
-		if (attno[c] == InvalidAttrNumber)
-			ereport(ERROR, (errcode(ERRCODE_UNDEFINED_COLUMN), errmsg("audit partition %s has no column \"%s\"",
-			                                                          RelationGetRelationName(leaf), kNames[c])));
-	}
-}
-
 // What a walk keeps open: the subscription's partition of change_data, and the time partition
 // (with its index and column numbers) of the latest step, which the next step often needs again.
 struct Walk {
@@ -93,7 +83,7 @@ bool enter_partition(Walk &walk, const ChangeAt &at) {
 	}
 	walk.leaf = table_open(leaf_id, AccessShareLock);
 	walk.leaf_id = leaf_id;
-	map_columns(walk.leaf, walk.attno);
+	audit::column_numbers(walk.leaf, kNames, kColumns, walk.attno);
 	walk.index = lsn_index(walk.leaf, walk.attno);
 	return true;
 }
