@@ -1,7 +1,7 @@
 # PGXS build of the logical_audit extension: make, make install, make installcheck.
 EXTENSION = logical_audit
 MODULE_big = logical_audit
-DATA = logical_audit--1.0.sql logical_audit--1.0--1.1.sql logical_audit--1.1--1.2.sql
+DATA = logical_audit--1.0.sql logical_audit--1.0--1.1.sql logical_audit--1.1--1.2.sql logical_audit--1.2--1.3.sql
 OBJS = $(patsubst %.cpp,%.o,$(sort $(wildcard src/*.cpp src/*/*.cpp)))
 
 REGRESS = $(basename $(notdir $(sort $(wildcard sql/*.sql))))

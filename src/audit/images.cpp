@@ -1,6 +1,8 @@
-// The latest-image store (see images.hpp): one index scan of row_image_key per lookup, SnapshotSelf
-// so that the local transaction's own earlier changes count, and an update in place (HOT when the
-// page has room: the table's fillfactor leaves it) or an insert per keyed change.
+// The latest-image store (see images.hpp): one index scan of row_image_key_hash per lookup (the
+// relation id and a 64-bit hash of the key: integer comparisons, then the key itself checked on
+// the rows found), SnapshotSelf so that the local transaction's own earlier changes count, and an
+// update in place (HOT when the page has room: the table's fillfactor leaves it) or an insert per
+// keyed change.
 #include "audit/images.hpp"
 #include "audit/inserter.hpp"
 
@@ -11,7 +13,7 @@ namespace logical_audit::audit {
 namespace {
 
 constexpr const char *kTable = "row_image";
-constexpr const char *kIndex = "row_image_key";
+constexpr const char *kIndex = "row_image_key_hash";
 
 enum Column { kRelationId, kCommitTime, kCommitLsn, kOrdinal, kRowKey, kImage, kPartial, kColumns };
 const char *const kNames[kColumns] = {"relation_id", "commit_time", "commit_lsn", "ordinal",
@@ -39,7 +41,7 @@ struct Images {
 
 namespace {
 
-// The unique index on (relation_id, row_key), among the table's open indexes.
+// The index on (relation_id, jsonb_hash_extended(row_key, 0)), among the table's open indexes.
 Relation key_index(Images *s) {
 	for (int i = 0; i < s->rri->ri_NumIndices; i++)
 		if (strcmp(RelationGetRelationName(s->rri->ri_IndexRelationDescs[i]), kIndex) == 0)
@@ -74,11 +76,17 @@ bool lookup(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_k
 	ScanKeyData keys[2];
 	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT4EQ,
 	                       Int32GetDatum(relation_id));
-	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_JSONB_EQ, row_key);
+	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT8EQ,
+	                       DirectFunctionCall2(jsonb_hash_extended, row_key, Int64GetDatum(0)));
 	MemoryContext caller = MemoryContextSwitchTo(txn_context);
 	ExecClearTuple(s->found);
 	index_rescan(s->scan, keys, 2, nullptr, 0);
-	bool found = index_getnext_slot(s->scan, ForwardScanDirection, s->found);
+	bool found = false;
+	while (!found && index_getnext_slot(s->scan, ForwardScanDirection, s->found)) {
+		bool isnull;
+		found =
+		    DatumGetBool(DirectFunctionCall2(jsonb_eq, slot_getattr(s->found, s->attno[kRowKey], &isnull), row_key));
+	}
 	MemoryContextSwitchTo(caller);
 	s->remembered = true;
 	s->remembered_relation = relation_id;

@@ -1,4 +1,5 @@
-// logical_audit.row_key_cmp(jsonb, jsonb): the btree comparison of the row_image key index.
+// logical_audit.row_key_cmp(jsonb, jsonb): the btree comparison of the row key indexes of versions
+// 1.0 to 1.2 (1.3 finds images by a hash; the function stays for the install scripts of 1.0).
 //
 // It orders jsonb values exactly as jsonb's own comparison does (so the index serves jsonb's =, <,
 // ... operators), but reads the common row key, an object of scalar values, straight from the

@@ -12,16 +12,27 @@ constexpr long kUpkeepMs = 3600 * 1000;
 
 TimestampTz last_upkeep = 0;
 
-// Raises the error of a database whose extension predates the store this module writes.
+// The extension version whose store this module records into.
+constexpr const char *kStoreVersion = "1.3";
+
+// Raises the error of a database whose extension is at another version than the store this
+// module records into (in an open SPI connection).
 void check_store_version() {
-	if (OidIsValid(get_relname_relid("change_data", get_namespace_oid("logical_audit", false))))
+	int rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'logical_audit'", true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the version of the logical_audit extension: %s", SPI_result_code_string(rc));
+	const char *version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	int order = strverscmp(version, kStoreVersion);
+	if (order == 0)
 		return;
 	ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-	                errmsg("the logical_audit extension in database \"%s\" is older than its module",
-	                       get_database_name(MyDatabaseId)),
-	                errdetail("This module records into the audit store of version 1.2."),
-	                errhint("Run ALTER EXTENSION logical_audit UPDATE in that database; the audit resumes where it "
-	                        "stopped.")));
+	                errmsg("the logical_audit extension in database \"%s\" is %s than its module",
+	                       get_database_name(MyDatabaseId), order < 0 ? "older" : "newer"),
+	                errdetail("The extension is at version %s; this module records into the audit store of version %s.",
+	                          version, kStoreVersion),
+	                order < 0 ? errhint("Run ALTER EXTENSION logical_audit UPDATE in that database; the audit resumes "
+	                                    "where it stopped.")
+	                          : errhint("Install the module of version %s or later.", version)));
 }
 
 } // namespace
@@ -34,8 +45,8 @@ void keep_store(WorkerContext &w, bool force) {
 	Datum values[1] = {Int32GetDatum(w.subscription->id)};
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	check_store_version();
 	SPI_connect();
+	check_store_version();
 	int rc = SPI_execute_with_args("SELECT logical_audit.maintain_store($1)", 1, types, values, nullptr, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not keep the audit store: %s", SPI_result_code_string(rc));
