@@ -1,15 +1,22 @@
 -- logical_audit 1.2 -> 1.3: the latest-image store found by a hash of the row key.
 --
 -- row_image's index compared jsonb keys at every step of every descent: each change the worker
--- records looks its row up and most write it. The index now holds a 64-bit hash of the key
--- (jsonb's own, equal for equal keys) after the relation id; a lookup compares integers and
--- checks the key of the rows it finds. Nothing else of the store changes.
+-- records looks its row up and most write it. The index now holds a 64-bit number per key after
+-- the relation id (row_key_hash: the key's integer when it is one integral number, so rows
+-- numbered in order are filed in order; jsonb's own hash otherwise; equal for keys jsonb calls
+-- equal); a lookup compares integers and checks the key of the rows it finds. Nothing else of
+-- the store changes.
 \echo Use "ALTER EXTENSION logical_audit UPDATE TO '1.3'" to load this file. \quit
 
+CREATE FUNCTION logical_audit.row_key_hash(jsonb) RETURNS bigint
+LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'logical_audit_row_key_hash';
+COMMENT ON FUNCTION logical_audit.row_key_hash(jsonb) IS
+'the number row_image''s index files a row key under: the key''s integer when it is one integral number, else a hash';
+
 DROP INDEX logical_audit.row_image_key;
--- Not unique: two keys may share a hash. The worker, the only writer, keeps one row per key.
-CREATE INDEX row_image_key_hash ON logical_audit.row_image
-	(relation_id, pg_catalog.jsonb_hash_extended(row_key, 0));
+-- Not unique: two keys may share a number. The worker, the only writer, keeps one row per key.
+CREATE INDEX row_image_key_hash ON logical_audit.row_image (relation_id, logical_audit.row_key_hash(row_key));
 
 -- Nothing uses the jsonb key order of 1.0's indexes any more.
 DROP OPERATOR FAMILY logical_audit.row_key_ops USING btree;
@@ -61,7 +68,7 @@ BEGIN
 	LOOP
 		sub_name := (SELECT st.name FROM logical_audit.store st WHERE st.subscription_id = rel.subscription_id);
 		SELECT * INTO head FROM logical_audit.row_image i
-		WHERE i.relation_id = rel.id AND jsonb_hash_extended(i.row_key, 0) = jsonb_hash_extended(row_timeline.key, 0)
+		WHERE i.relation_id = rel.id AND logical_audit.row_key_hash(i.row_key) = logical_audit.row_key_hash(row_timeline.key)
 		  AND i.row_key = row_timeline.key;
 		keyed := FOUND;
 		IF keyed THEN

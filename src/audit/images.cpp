@@ -1,10 +1,11 @@
 // The latest-image store (see images.hpp): one index scan of row_image_key_hash per lookup (the
-// relation id and a 64-bit hash of the key: integer comparisons, then the key itself checked on
+// relation id and row_key_hash of the key: integer comparisons, then the key itself checked on
 // the rows found), SnapshotSelf so that the local transaction's own earlier changes count, and an
 // update in place (HOT when the page has room: the table's fillfactor leaves it) or an insert per
 // keyed change.
 #include "audit/images.hpp"
 #include "audit/inserter.hpp"
+#include "audit/row_key_hash.hpp"
 
 #include "pg.hpp"
 
@@ -41,7 +42,7 @@ struct Images {
 
 namespace {
 
-// The index on (relation_id, jsonb_hash_extended(row_key, 0)), among the table's open indexes.
+// The index on (relation_id, row_key_hash(row_key)), among the table's open indexes.
 Relation key_index(Images *s) {
 	for (int i = 0; i < s->rri->ri_NumIndices; i++)
 		if (strcmp(RelationGetRelationName(s->rri->ri_IndexRelationDescs[i]), kIndex) == 0)
@@ -77,7 +78,7 @@ bool lookup(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_k
 	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT4EQ,
 	                       Int32GetDatum(relation_id));
 	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT8EQ,
-	                       DirectFunctionCall2(jsonb_hash_extended, row_key, Int64GetDatum(0)));
+	                       Int64GetDatum(row_key_hash(row_key)));
 	MemoryContext caller = MemoryContextSwitchTo(txn_context);
 	ExecClearTuple(s->found);
 	index_rescan(s->scan, keys, 2, nullptr, 0);
