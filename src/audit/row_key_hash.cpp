@@ -22,14 +22,27 @@ bool only_value(Jsonb *key, JsonbValue *value) {
 	return false;
 }
 
+// The bounds of int8 as numerics, made once (in TopMemoryContext).
+Datum bound(bool upper) {
+	static Datum bounds[2];
+	if (bounds[upper] == (Datum)0) {
+		MemoryContext caller = MemoryContextSwitchTo(TopMemoryContext);
+		bounds[upper] = NumericGetDatum(int64_to_numeric(upper ? PG_INT64_MAX : PG_INT64_MIN));
+		MemoryContextSwitchTo(caller);
+	}
+	return bounds[upper];
+}
+
 // Whether a numeric is an integer within 64 bits, and which.
 bool integral(Numeric number, int64 *out) {
 	Datum n = NumericGetDatum(number);
-	if (DatumGetBool(DirectFunctionCall2(numeric_lt, n, NumericGetDatum(int64_to_numeric(PG_INT64_MIN)))) ||
-	    DatumGetBool(DirectFunctionCall2(numeric_gt, n, NumericGetDatum(int64_to_numeric(PG_INT64_MAX)))))
+	if (DatumGetBool(DirectFunctionCall2(numeric_lt, n, bound(false))) ||
+	    DatumGetBool(DirectFunctionCall2(numeric_gt, n, bound(true))))
 		return false;
 	int64 i = DatumGetInt64(DirectFunctionCall1(numeric_int8, n)); // rounds
-	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, n, NumericGetDatum(int64_to_numeric(i)))))
+	// No digit after the point (the usual key) is an integer; 42.0 is one too, 42.5 is not.
+	if (DatumGetInt32(DirectFunctionCall1(numeric_scale, n)) != 0 &&
+	    !DatumGetBool(DirectFunctionCall2(numeric_eq, n, NumericGetDatum(int64_to_numeric(i)))))
 		return false;
 	*out = i;
 	return true;
