@@ -1,8 +1,10 @@
 // The latest-image store (see images.hpp): one index scan of row_image_key_hash per lookup (the
 // relation id and row_key_hash of the key: integer comparisons, then the key itself checked on
 // the rows found), SnapshotSelf so that the local transaction's own earlier changes count, and an
-// update in place (HOT when the page has room: the table's fillfactor leaves it) or an insert per
-// keyed change.
+// update in place (HOT when the page has room: the table's fillfactor leaves it) per keyed change
+// of a row the table holds. Rows new to the table are buffered (pending) and written as COPY
+// writes, a batch in one multi-insert, then their index entries; a lookup finds them in the
+// buffer first, through a hash table of the batch.
 #include "audit/images.hpp"
 #include "audit/inserter.hpp"
 #include "audit/row_key_hash.hpp"
@@ -20,6 +22,22 @@ enum Column { kRelationId, kCommitTime, kCommitLsn, kOrdinal, kRowKey, kImage, k
 const char *const kNames[kColumns] = {"relation_id", "commit_time", "commit_lsn", "ordinal",
                                       "row_key",     "image",       "partial"};
 
+// New rows a batch holds at most.
+constexpr int kBatchRows = 1000;
+
+// What the batch's hash table files a pending row under (relation_id and row_key_hash).
+struct PendingKey {
+	int64 hash;
+	int32 relation_id;
+	int32 padding; // zero: the hash table compares the whole key
+};
+
+// The newest pending row under a key; older ones share it through Images::pending_next.
+struct PendingEntry {
+	PendingKey key;
+	int index;
+};
+
 } // namespace
 
 struct Images {
@@ -28,9 +46,22 @@ struct Images {
 	EState *estate; // for index insertion
 	ResultRelInfo *rri;
 	IndexScanDesc scan;
-	TupleTableSlot *found;      // the row found by the latest lookup
+	TupleTableSlot *found;      // the row found by the latest lookup in the table
 	TupleTableSlot *next;       // the row written
 	AttrNumber attno[kColumns]; // attribute number of each column
+	// The pending rows, in slots kept across local transactions over a copy of the table's
+	// descriptor (not reference counted: the slots pin nothing in a resource owner), in
+	// slot_context; their hash table and chain in batch_context, reset after each batch.
+	MemoryContext slot_context;
+	MemoryContext batch_context;
+	TupleDesc desc; // nullptr until built
+	TupleTableSlot *pending[kBatchRows];
+	int nslots;        // slots created so far
+	int npending;      // rows buffered
+	int *pending_next; // per pending row, the previous one filed under the same key, or -1
+	HTAB *pending_index;
+	// Where the latest lookup found the row: the pending row's index, or -1 (in found).
+	int found_pending;
 	// The latest lookup, which the next one of the same key (the same Datum: the writer looks a
 	// change's key up, then sets it, within one message) answers without a scan. A write, and an
 	// abort, forget it: a Datum of a later message may reuse the address.
@@ -38,6 +69,7 @@ struct Images {
 	int32 remembered_relation;
 	Datum remembered_key;
 	bool remembered_found;
+	int remembered_pending;
 };
 
 namespace {
@@ -51,6 +83,18 @@ Relation key_index(Images *s) {
 	        (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("audit table logical_audit.%s has no index %s", kTable, kIndex),
 	         errhint("Update the logical_audit extension (ALTER EXTENSION logical_audit UPDATE).")));
 	return nullptr; // not reached
+}
+
+// (Re)builds the pending slots over a copy of the table's descriptor, when they do not match it.
+void prepare_pending(Images *s) {
+	TupleDesc desc = RelationGetDescr(s->rel);
+	if (s->desc != nullptr && equalTupleDescs(s->desc, desc))
+		return;
+	MemoryContextReset(s->slot_context);
+	MemoryContext caller = MemoryContextSwitchTo(s->slot_context);
+	s->desc = CreateTupleDescCopyConstr(desc);
+	s->nslots = 0;
+	MemoryContextSwitchTo(caller);
 }
 
 // Opens the table, its indexes and the scan in the local transaction, in txn_context.
@@ -67,38 +111,141 @@ void open_images(Images *s, MemoryContext txn_context) {
 	s->found = MakeSingleTupleTableSlot(RelationGetDescr(s->rel), table_slot_callbacks(s->rel));
 	s->next = MakeSingleTupleTableSlot(RelationGetDescr(s->rel), table_slot_callbacks(s->rel));
 	MemoryContextSwitchTo(caller);
+	prepare_pending(s);
 }
 
-// Reads the row of that key into s->found; false when there is none.
-bool lookup(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_key) {
-	open_images(s, txn_context);
-	if (s->remembered && s->remembered_relation == relation_id && s->remembered_key == row_key)
-		return s->remembered_found;
-	ScanKeyData keys[2];
-	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT4EQ,
-	                       Int32GetDatum(relation_id));
-	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT8EQ,
-	                       Int64GetDatum(row_key_hash(row_key)));
-	MemoryContext caller = MemoryContextSwitchTo(txn_context);
-	ExecClearTuple(s->found);
-	index_rescan(s->scan, keys, 2, nullptr, 0);
-	bool found = false;
-	while (!found && index_getnext_slot(s->scan, ForwardScanDirection, s->found)) {
+// The batch's hash table, made on first use in the batch's context.
+HTAB *pending_index(Images *s) {
+	if (s->pending_index != nullptr)
+		return s->pending_index;
+	HASHCTL ctl;
+	ctl.keysize = sizeof(PendingKey);
+	ctl.entrysize = sizeof(PendingEntry);
+	ctl.hcxt = s->batch_context;
+	s->pending_index =
+	    hash_create("logical_audit pending row images", kBatchRows, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	s->pending_next = static_cast<int *>(MemoryContextAlloc(s->batch_context, sizeof(int) * kBatchRows));
+	return s->pending_index;
+}
+
+// The key a pending row is filed under.
+PendingKey pending_key(int32 relation_id, Datum row_key) {
+	PendingKey key;
+	memset(&key, 0, sizeof key);
+	key.hash = row_key_hash(row_key);
+	key.relation_id = relation_id;
+	return key;
+}
+
+// The pending row of that key, or -1.
+int find_pending(Images *s, const PendingKey &key, Datum row_key) {
+	if (s->npending == 0)
+		return -1;
+	auto *entry = static_cast<PendingEntry *>(hash_search(pending_index(s), &key, HASH_FIND, nullptr));
+	for (int i = entry == nullptr ? -1 : entry->index; i >= 0; i = s->pending_next[i]) {
 		bool isnull;
-		found =
-		    DatumGetBool(DirectFunctionCall2(jsonb_eq, slot_getattr(s->found, s->attno[kRowKey], &isnull), row_key));
+		Datum stored = slot_getattr(s->pending[i], s->attno[kRowKey], &isnull);
+		if (DatumGetBool(DirectFunctionCall2(jsonb_eq, stored, row_key)))
+			return i;
+	}
+	return -1;
+}
+
+// Writes the pending rows: heap tuples in one multi-insert, then their index entries.
+void flush_pending(Images *s) {
+	if (s->npending == 0)
+		return;
+	MemoryContext caller = MemoryContextSwitchTo(s->batch_context);
+	table_multi_insert(s->rel, s->pending, s->npending, GetCurrentCommandId(true), 0, nullptr);
+	for (int i = 0; i < s->npending; i++) {
+		list_free(ExecInsertIndexTuples(s->rri, s->pending[i], s->estate, false, false, nullptr, NIL));
+		ResetPerTupleExprContext(s->estate);
+		ExecClearTuple(s->pending[i]);
 	}
 	MemoryContextSwitchTo(caller);
+	MemoryContextReset(s->batch_context);
+	s->pending_index = nullptr;
+	s->pending_next = nullptr;
+	s->npending = 0;
+	s->remembered = false;
+}
+
+// Stores a row's columns into a slot, its values copied into the slot's memory.
+void store_image(Images *s, TupleTableSlot *slot, int32 relation_id, Datum row_key, const Image &image) {
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	const Datum values[kColumns] = {Int32GetDatum(relation_id),
+	                                TimestampTzGetDatum(image.at.time),
+	                                LSNGetDatum(image.at.lsn),
+	                                Int32GetDatum(image.at.ordinal),
+	                                row_key,
+	                                image.row,
+	                                BoolGetDatum(image.partial)};
+	for (int c = 0; c < kColumns; c++) {
+		slot->tts_values[s->attno[c] - 1] = values[c];
+		slot->tts_isnull[s->attno[c] - 1] = c == kImage && image.row == (Datum)0;
+	}
+	ExecStoreVirtualTuple(slot);
+}
+
+// Buffers a row new to the table, filed under key, and writes the batch when it is full.
+void add_pending(Images *s, const PendingKey &key, int32 relation_id, Datum row_key, const Image &image) {
+	int i = s->npending;
+	if (i == s->nslots) {
+		MemoryContext caller = MemoryContextSwitchTo(s->slot_context);
+		s->pending[s->nslots++] = MakeSingleTupleTableSlot(s->desc, &TTSOpsHeapTuple);
+		MemoryContextSwitchTo(caller);
+	}
+	store_image(s, s->pending[i], relation_id, row_key, image);
+	ExecMaterializeSlot(s->pending[i]);
+	bool exists;
+	auto *entry = static_cast<PendingEntry *>(hash_search(pending_index(s), &key, HASH_ENTER, &exists));
+	s->pending_next[i] = exists ? entry->index : -1;
+	entry->index = i;
+	s->npending++;
+	if (s->npending == kBatchRows)
+		flush_pending(s);
+}
+
+// Finds the row of that key, pending (s->found_pending) or in the table (s->found); false when
+// there is none.
+bool lookup(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_key) {
+	open_images(s, txn_context);
+	if (s->remembered && s->remembered_relation == relation_id && s->remembered_key == row_key) {
+		s->found_pending = s->remembered_pending;
+		return s->remembered_found;
+	}
+	PendingKey key = pending_key(relation_id, row_key);
+	s->found_pending = find_pending(s, key, row_key);
+	bool found = s->found_pending >= 0;
+	if (!found) {
+		ScanKeyData keys[2];
+		ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT4EQ,
+		                       Int32GetDatum(relation_id));
+		ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT8EQ,
+		                       Int64GetDatum(key.hash));
+		MemoryContext caller = MemoryContextSwitchTo(txn_context);
+		ExecClearTuple(s->found);
+		index_rescan(s->scan, keys, 2, nullptr, 0);
+		while (!found && index_getnext_slot(s->scan, ForwardScanDirection, s->found)) {
+			bool isnull;
+			found = DatumGetBool(
+			    DirectFunctionCall2(jsonb_eq, slot_getattr(s->found, s->attno[kRowKey], &isnull), row_key));
+		}
+		MemoryContextSwitchTo(caller);
+	}
 	s->remembered = true;
 	s->remembered_relation = relation_id;
 	s->remembered_key = row_key;
 	s->remembered_found = found;
+	s->remembered_pending = s->found_pending;
 	return found;
 }
 
 // A column of the row found.
 Datum found_value(Images *s, Column c, bool *isnull) {
-	return slot_getattr(s->found, s->attno[c], isnull);
+	TupleTableSlot *slot = s->found_pending >= 0 ? s->pending[s->found_pending] : s->found;
+	return slot_getattr(slot, s->attno[c], isnull);
 }
 
 } // namespace
@@ -106,6 +253,8 @@ Datum found_value(Images *s, Column c, bool *isnull) {
 Images *images_create(MemoryContext context) {
 	Images *s = static_cast<Images *>(MemoryContextAllocZero(context, sizeof(Images)));
 	s->context = context;
+	s->slot_context = AllocSetContextCreate(context, "logical_audit image slots", ALLOCSET_DEFAULT_SIZES);
+	s->batch_context = AllocSetContextCreate(context, "logical_audit image batch", ALLOCSET_DEFAULT_SIZES);
 	return s;
 }
 
@@ -126,32 +275,24 @@ bool images_find(Images *s, MemoryContext txn_context, int32 relation_id, Datum 
 void images_set(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_key, const Image &image) {
 	bool exists = lookup(s, txn_context, relation_id, row_key);
 	s->remembered = false;
-	TupleTableSlot *slot = s->next;
-	ExecClearTuple(slot);
-	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
-	const Datum values[kColumns] = {Int32GetDatum(relation_id),
-	                                TimestampTzGetDatum(image.at.time),
-	                                LSNGetDatum(image.at.lsn),
-	                                Int32GetDatum(image.at.ordinal),
-	                                row_key,
-	                                image.row,
-	                                BoolGetDatum(image.partial)};
-	for (int c = 0; c < kColumns; c++) {
-		slot->tts_values[s->attno[c] - 1] = values[c];
-		slot->tts_isnull[s->attno[c] - 1] = c == kImage && image.row == (Datum)0;
+	if (!exists) {
+		add_pending(s, pending_key(relation_id, row_key), relation_id, row_key, image);
+		return;
 	}
-	ExecStoreVirtualTuple(slot);
+	if (s->found_pending >= 0) {
+		TupleTableSlot *slot = s->pending[s->found_pending];
+		store_image(s, s->next, relation_id, row_key, image);
+		ExecCopySlot(slot, s->next); // the new values, copied before the old ones are freed
+		return;
+	}
+	store_image(s, s->next, relation_id, row_key, image);
 	MemoryContext caller = MemoryContextSwitchTo(txn_context);
 	bool update_indexes = true;
 	// A row written earlier in this command is not yet one an update may replace.
-	if (exists)
-		CommandCounterIncrement();
-	if (exists)
-		simple_table_tuple_update(s->rel, &s->found->tts_tid, slot, GetActiveSnapshot(), &update_indexes);
-	else
-		simple_table_tuple_insert(s->rel, slot);
+	CommandCounterIncrement();
+	simple_table_tuple_update(s->rel, &s->found->tts_tid, s->next, GetActiveSnapshot(), &update_indexes);
 	if (update_indexes)
-		list_free(ExecInsertIndexTuples(s->rri, slot, s->estate, exists, false, nullptr, NIL));
+		list_free(ExecInsertIndexTuples(s->rri, s->next, s->estate, true, false, nullptr, NIL));
 	ResetPerTupleExprContext(s->estate);
 	MemoryContextSwitchTo(caller);
 }
@@ -159,6 +300,7 @@ void images_set(Images *s, MemoryContext txn_context, int32 relation_id, Datum r
 void images_close(Images *s) {
 	if (s->rel == nullptr)
 		return;
+	flush_pending(s);
 	index_endscan(s->scan);
 	ExecDropSingleTupleTableSlot(s->found);
 	ExecDropSingleTupleTableSlot(s->next);
@@ -169,6 +311,14 @@ void images_close(Images *s) {
 
 void images_forget(Images *s) {
 	s->remembered = false;
+	s->npending = 0;
+	s->pending_index = nullptr;
+	s->pending_next = nullptr;
+	MemoryContextReset(s->batch_context);
+	// The slots may hold half-made tuples: build them again on next use.
+	MemoryContextReset(s->slot_context);
+	s->desc = nullptr;
+	s->nslots = 0;
 	s->rel = nullptr;
 	s->estate = nullptr;
 	s->rri = nullptr;

@@ -6,8 +6,9 @@
 // Everything a local transaction opens (the table, its indexes, the scan) is allocated in the
 // context given to images_open, which the caller resets after the local transaction ends; every
 // call on the scan runs in that context (nbtree keeps between calls what it allocates in the
-// context current at a call). images_close releases them before a commit; after an abort, which
-// releases them, images_forget only forgets them.
+// context current at a call). Rows new to the table wait in a batch (their values in the store's
+// own memory) until it is full or images_close, which writes them and releases the rest before a
+// commit; after an abort, which releases them, images_forget only forgets them and the batch.
 #pragma once
 
 #include "audit/store.hpp"
@@ -36,7 +37,7 @@ bool images_find(Images *images, MemoryContext txn_context, int32 relation_id, D
 // Makes at, with row (0 for none), the row's latest change.
 void images_set(Images *images, MemoryContext txn_context, int32 relation_id, Datum row_key, const Image &image);
 
-// Releases what the local transaction opened (before its commit).
+// Writes the batch and releases what the local transaction opened (before its commit).
 void images_close(Images *images);
 
 // Forgets it after an abort released it.

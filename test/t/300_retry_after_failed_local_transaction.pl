@@ -81,6 +81,15 @@ is( $down->safe_psql('postgres', q{
 		SELECT count(*) FROM logical_audit.change WHERE subscription = 'sub' AND op = 'UPDATE'
 		AND new_row = jsonb_build_object('id', (new_row->>'id')::int, 'v', 2, 'pad', repeat(md5(((new_row->>'id')::int + 1)::text), 100))}),
 	'5000', 'each audited row is the upstream row, byte for byte');
+# The aborted attempts had the new row's image waiting in the image store's batch: the retry
+# writes it once, and the row's history is its one INSERT.
+is( $down->safe_psql('postgres', q{
+		SELECT count(*), count(DISTINCT row_key) FROM logical_audit.row_image i
+		JOIN logical_audit.relation r ON r.id = i.relation_id JOIN logical_audit.store st USING (subscription_id)
+		WHERE st.name = 'sub' AND r.table_name = 't'}),
+	'5001|5001', 'one image per row after the retries');
+is($down->safe_psql('postgres', q{SELECT string_agg(op, ',') FROM logical_audit.history('public', 't', '{"id": 5001}', 'sub')}),
+	'INSERT', 'the row inserted by the retried transaction has its one INSERT');
 ok(!crashed_since($offset), 'and nothing crashed');
 
 done_testing();
