@@ -4,8 +4,16 @@
 -- records looks its row up and most write it. The index now holds a 64-bit number per key after
 -- the relation id (row_key_hash: the key's integer when it is one integral number, so rows
 -- numbered in order are filed in order; jsonb's own hash otherwise; equal for keys jsonb calls
--- equal); a lookup compares integers and checks the key of the rows it finds. Nothing else of
--- the store changes.
+-- equal); a lookup compares integers and checks the key of the rows it finds.
+--
+-- And the store survives pg_dump and restore: the extension's partitioned tables (change_data,
+-- transaction_data, message_data) carry no index of their own any more, each subscription's
+-- partition carries them instead. pg_dump writes those partitions and their indexes, which are
+-- not the extension's; an index of the extension's table would already have been made on them
+-- by CREATE EXTENSION and ATTACH PARTITION when the restore makes them again (errors "multiple
+-- primary keys", "already exists"). The store's row of each subscription, which pg_dump restores
+-- before the subscription, is no longer made a second time by the subscription's trigger (which
+-- failed the restore of the subscriptions).
 \echo Use "ALTER EXTENSION logical_audit UPDATE TO '1.3'" to load this file. \quit
 
 CREATE FUNCTION logical_audit.row_key_hash(jsonb) RETURNS bigint
@@ -23,6 +31,104 @@ DROP OPERATOR FAMILY logical_audit.row_key_ops USING btree;
 DROP OPERATOR logical_audit.~<~ (jsonb, jsonb);
 DROP FUNCTION logical_audit.row_key_lt(jsonb, jsonb);
 DROP FUNCTION logical_audit.row_key_cmp(jsonb, jsonb);
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Indexes from the extension's tables to each subscription's partition: each partition is
+-- detached (its indexes stay, its own now), the extension's indexes dropped, and the partition
+-- attached again, which reads it once to check its rows belong there.
+DO $$
+DECLARE
+	detach text[];
+	attach text[];
+	statement text;
+BEGIN
+	SELECT array_agg(format('ALTER TABLE %s DETACH PARTITION %s', i.inhparent::regclass, i.inhrelid::regclass)),
+	       array_agg(format('ALTER TABLE %s ATTACH PARTITION %s %s', i.inhparent::regclass, i.inhrelid::regclass,
+	                        pg_get_expr(c.relpartbound, c.oid)))
+	INTO detach, attach
+	FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+	WHERE i.inhparent IN ('logical_audit.change_data'::regclass, 'logical_audit.transaction_data'::regclass,
+	                      'logical_audit.message_data'::regclass);
+	FOREACH statement IN ARRAY coalesce(detach, '{}') LOOP
+		EXECUTE statement;
+	END LOOP;
+	DROP INDEX logical_audit.change_data_lsn;
+	ALTER TABLE logical_audit.transaction_data DROP CONSTRAINT transaction_data_pkey;
+	ALTER TABLE logical_audit.message_data DROP CONSTRAINT message_data_pkey;
+	FOREACH statement IN ARRAY coalesce(attach, '{}') LOOP
+		EXECUTE statement;
+	END LOOP;
+END
+$$;
+
+-- A subscription's store row is made once: a restore brings it before the subscription.
+CREATE OR REPLACE FUNCTION logical_audit.store_subscription() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		INSERT INTO logical_audit.store (subscription_id, name) VALUES (NEW.id, NEW.name)
+		ON CONFLICT (subscription_id) DO NOTHING;
+		RETURN NEW;
+	END IF;
+	UPDATE logical_audit.store SET dropped_at = now() WHERE subscription_id = OLD.id;
+	RETURN OLD;
+END
+$$;
+
+-- Creates the subscription's partition of each audit table if missing, with the table's indexes
+-- (which its time partitions inherit), and the time partitions that hold t. Run by the worker
+-- (ahead of need, and for a commit time no partition holds).
+CREATE OR REPLACE FUNCTION logical_audit.create_partitions(subscription_id integer, t timestamptz) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET TimeZone = 'UTC' SET DateStyle = 'ISO'
+AS $$
+DECLARE
+	every interval := (SELECT s.partition_interval FROM logical_audit.store s
+	                   WHERE s.subscription_id = create_partitions.subscription_id);
+	kind text;
+	top text;
+	leaf text;
+	r record;
+	covered boolean;
+	lower timestamptz;
+	upper timestamptz;
+BEGIN
+	IF every IS NULL THEN
+		RAISE EXCEPTION 'no audit store for subscription id %', subscription_id USING ERRCODE = 'undefined_object';
+	END IF;
+	r := logical_audit.partition_range(every, t);
+	FOREACH kind IN ARRAY ARRAY['change', 'transaction', 'message'] LOOP
+		top := format('%s_data_%s', kind, subscription_id);
+		IF to_regclass('logical_audit.' || top) IS NULL THEN
+			EXECUTE format('CREATE TABLE logical_audit.%I (LIKE logical_audit.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+			               'INCLUDING COMPRESSION INCLUDING STORAGE) PARTITION BY RANGE (commit_time)', top, kind || '_data');
+			EXECUTE format(CASE kind
+			               WHEN 'change' THEN 'CREATE INDEX %I ON logical_audit.%I (commit_lsn, ordinal)'
+			               WHEN 'transaction' THEN 'ALTER TABLE logical_audit.%2$I ADD CONSTRAINT %1$I '
+			                                       'PRIMARY KEY (commit_lsn, subscription_id, commit_time)'
+			               ELSE 'ALTER TABLE logical_audit.%2$I ADD CONSTRAINT %1$I PRIMARY KEY (lsn, subscription_id, commit_time)'
+			               END, top || CASE kind WHEN 'change' THEN '_commit_lsn_ordinal_idx' ELSE '_pkey' END, top);
+			EXECUTE format('ALTER TABLE logical_audit.%I ATTACH PARTITION logical_audit.%I FOR VALUES IN (%s)',
+			               kind || '_data', top, subscription_id);
+		END IF;
+		-- The range, cut where partitions made with another interval begin or end.
+		SELECT max(p.to_time) FILTER (WHERE p.to_time <= t), min(p.from_time) FILTER (WHERE p.from_time > t),
+		       bool_or(p.from_time <= t AND t < p.to_time)
+		INTO lower, upper, covered
+		FROM (SELECT p.from_time, p.to_time FROM logical_audit.partitions p
+		      WHERE p.subscription_id = create_partitions.subscription_id AND p.audit_table = kind) p;
+		CONTINUE WHEN coalesce(covered, false);
+		lower := greatest(r.lower, lower);
+		upper := least(r.upper, upper);
+		leaf := format('%s_%s', top, to_char(lower, CASE WHEN lower = date_trunc('day', lower) THEN 'YYYYMMDD' ELSE 'YYYYMMDD_HH24MI' END));
+		EXECUTE format('CREATE TABLE logical_audit.%I (LIKE logical_audit.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS '
+		               'INCLUDING COMPRESSION INCLUDING STORAGE)', leaf, top);
+		EXECUTE format('ALTER TABLE logical_audit.%I ATTACH PARTITION logical_audit.%I FOR VALUES FROM (%L) TO (%L)',
+		               top, leaf, lower, upper);
+	END LOOP;
+END
+$$;
 
 -- row_timeline finds a row's latest image by the hash index.
 -- The change rows of one row (named by its key), in upstream order per subscription, each with

@@ -69,6 +69,14 @@ is( $down->safe_psql('postgres', q{
 		FROM logical_audit.history('public', 't', '{"id": 2}')}),
 	"INSERT z\nUPDATE y", 'a row first audited after the update has its history');
 is($down->safe_psql('postgres', q{SELECT count(*) FROM logical_audit.row_image}), '2', 'one image per row');
+is( $down->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_index WHERE indrelid IN ('logical_audit.change_data'::regclass,
+		       'logical_audit.transaction_data'::regclass, 'logical_audit.message_data'::regclass)}),
+	'0', 'the extension\'s partitioned tables carry no index after the update');
+is( $down->safe_psql('postgres', q{
+		SELECT count(DISTINCT p.partition) FROM logical_audit.partitions p JOIN pg_index i ON i.indrelid = p.partition
+		WHERE p.from_time < '2024-03-01'}),
+	'6', 'every time partition of before the update keeps its index');
 is( $down->safe_psql('postgres', q{SELECT logical_audit.row_as_of('public', 't', '{"id": 1}', '2024-01-15')->>'v'}),
 	'a', 'row_as_of() answers over the rows audited before the update');
 
