@@ -4,7 +4,10 @@
 // update in place (HOT when the page has room: the table's fillfactor leaves it) per keyed change
 // of a row the table holds. Rows new to the table are buffered (pending) and written as COPY
 // writes, a batch in one multi-insert, then their index entries; a lookup finds them in the
-// buffer first, through a hash table of the batch.
+// buffer first, through a hash table of the batch. The worker is the only writer of its
+// relations' rows: it knows, per relation, a number no row is filed above (read from the index
+// once, raised by each row it adds), and a key filed above it (the next id of a serial key) is
+// new without a lookup.
 #include "audit/images.hpp"
 #include "audit/inserter.hpp"
 #include "audit/row_key_hash.hpp"
@@ -30,6 +33,12 @@ struct PendingKey {
 	int64 hash;
 	int32 relation_id;
 	int32 padding; // zero: the hash table compares the whole key
+};
+
+// The largest number a row of the relation may be filed under.
+struct KeyBound {
+	int32 relation_id;
+	int64 bound;
 };
 
 // The newest pending row under a key; older ones share it through Images::pending_next.
@@ -60,6 +69,7 @@ struct Images {
 	int npending;      // rows buffered
 	int *pending_next; // per pending row, the previous one filed under the same key, or -1
 	HTAB *pending_index;
+	HTAB *bounds; // KeyBound per relation, in context, for the worker's lifetime
 	// Where the latest lookup found the row: the pending row's index, or -1 (in found).
 	int found_pending;
 	// The latest lookup, which the next one of the same key (the same Datum: the writer looks a
@@ -188,6 +198,33 @@ void store_image(Images *s, TupleTableSlot *slot, int32 relation_id, Datum row_k
 	ExecStoreVirtualTuple(slot);
 }
 
+// The relation's bound, read on first use: the number of its row filed last in the index. It
+// is remembered only once read (an ERROR on the way leaves no bound that could be too low); an
+// abort may leave it above every row, never below.
+KeyBound *key_bound(Images *s, MemoryContext txn_context, int32 relation_id) {
+	auto *b = static_cast<KeyBound *>(hash_search(s->bounds, &relation_id, HASH_FIND, nullptr));
+	if (b != nullptr)
+		return b;
+	int64 bound = PG_INT64_MIN;
+	ScanKeyData key;
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT4EQ,
+	                       Int32GetDatum(relation_id));
+	MemoryContext caller = MemoryContextSwitchTo(txn_context);
+	IndexScanDesc scan = index_beginscan(s->rel, key_index(s), SnapshotSelf, 1, 0);
+	index_rescan(scan, &key, 1, nullptr, 0);
+	ExecClearTuple(s->found);
+	if (index_getnext_slot(scan, BackwardScanDirection, s->found)) {
+		bool isnull;
+		bound = row_key_hash(slot_getattr(s->found, s->attno[kRowKey], &isnull));
+	}
+	ExecClearTuple(s->found);
+	index_endscan(scan);
+	MemoryContextSwitchTo(caller);
+	b = static_cast<KeyBound *>(hash_search(s->bounds, &relation_id, HASH_ENTER, nullptr));
+	b->bound = bound;
+	return b;
+}
+
 // Buffers a row new to the table, filed under key, and writes the batch when it is full.
 void add_pending(Images *s, const PendingKey &key, int32 relation_id, Datum row_key, const Image &image) {
 	int i = s->npending;
@@ -198,6 +235,8 @@ void add_pending(Images *s, const PendingKey &key, int32 relation_id, Datum row_
 	}
 	store_image(s, s->pending[i], relation_id, row_key, image);
 	ExecMaterializeSlot(s->pending[i]);
+	KeyBound *b = static_cast<KeyBound *>(hash_search(s->bounds, &relation_id, HASH_FIND, nullptr));
+	b->bound = Max(b->bound, key.hash);
 	bool exists;
 	auto *entry = static_cast<PendingEntry *>(hash_search(pending_index(s), &key, HASH_ENTER, &exists));
 	s->pending_next[i] = exists ? entry->index : -1;
@@ -216,9 +255,10 @@ bool lookup(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_k
 		return s->remembered_found;
 	}
 	PendingKey key = pending_key(relation_id, row_key);
-	s->found_pending = find_pending(s, key, row_key);
+	bool above = key.hash > key_bound(s, txn_context, relation_id)->bound;
+	s->found_pending = above ? -1 : find_pending(s, key, row_key);
 	bool found = s->found_pending >= 0;
-	if (!found) {
+	if (!found && !above) {
 		ScanKeyData keys[2];
 		ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid, InvalidOid, F_INT4EQ,
 		                       Int32GetDatum(relation_id));
@@ -255,6 +295,11 @@ Images *images_create(MemoryContext context) {
 	s->context = context;
 	s->slot_context = AllocSetContextCreate(context, "logical_audit image slots", ALLOCSET_DEFAULT_SIZES);
 	s->batch_context = AllocSetContextCreate(context, "logical_audit image batch", ALLOCSET_DEFAULT_SIZES);
+	HASHCTL ctl;
+	ctl.keysize = sizeof(int32);
+	ctl.entrysize = sizeof(KeyBound);
+	ctl.hcxt = context;
+	s->bounds = hash_create("logical_audit image key bounds", 16, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	return s;
 }
 
