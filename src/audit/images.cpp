@@ -166,12 +166,7 @@ void flush_pending(Images *s) {
 	if (s->npending == 0)
 		return;
 	MemoryContext caller = MemoryContextSwitchTo(s->batch_context);
-	table_multi_insert(s->rel, s->pending, s->npending, GetCurrentCommandId(true), 0, nullptr);
-	for (int i = 0; i < s->npending; i++) {
-		list_free(ExecInsertIndexTuples(s->rri, s->pending[i], s->estate, false, false, nullptr, NIL));
-		ResetPerTupleExprContext(s->estate);
-		ExecClearTuple(s->pending[i]);
-	}
+	insert_slots(s->rri, s->estate, s->pending, s->npending, nullptr);
 	MemoryContextSwitchTo(caller);
 	MemoryContextReset(s->batch_context);
 	s->pending_index = nullptr;

@@ -94,12 +94,7 @@ void flush(Inserter *in, MemoryContext txn_context, bool full) {
 		MemoryContextSwitchTo(caller);
 	}
 	MemoryContext caller = MemoryContextSwitchTo(in->batch);
-	table_multi_insert(in->rel, in->slots, in->nbuffered, GetCurrentCommandId(true), 0, in->bistate);
-	for (int i = 0; i < in->nbuffered; i++) {
-		list_free(ExecInsertIndexTuples(in->rri, in->slots[i], in->estate, false, false, nullptr, NIL));
-		ResetPerTupleExprContext(in->estate);
-		ExecClearTuple(in->slots[i]);
-	}
+	insert_slots(in->rri, in->estate, in->slots, in->nbuffered, in->bistate);
 	MemoryContextSwitchTo(caller);
 	MemoryContextReset(in->batch);
 	in->nbuffered = 0;
@@ -138,6 +133,15 @@ void insert_state_open(Relation rel, EState **estate, ResultRelInfo **rri) {
 void insert_state_close(EState *estate, ResultRelInfo *rri) {
 	ExecCloseIndices(rri);
 	FreeExecutorState(estate);
+}
+
+void insert_slots(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots, int n, BulkInsertState bistate) {
+	table_multi_insert(rri->ri_RelationDesc, slots, n, GetCurrentCommandId(true), 0, bistate);
+	for (int i = 0; i < n; i++) {
+		list_free(ExecInsertIndexTuples(rri, slots[i], estate, false, false, nullptr, NIL));
+		ResetPerTupleExprContext(estate);
+		ExecClearTuple(slots[i]);
+	}
 }
 
 Inserter *inserter_create(const TableSpec *spec, MemoryContext context) {

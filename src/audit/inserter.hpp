@@ -36,6 +36,10 @@ struct Inserter; // opaque
 void insert_state_open(Relation rel, EState **estate, ResultRelInfo **rri);
 void insert_state_close(EState *estate, ResultRelInfo *rri);
 
+// Writes n rows held in slots as COPY does: their heap tuples in one multi-insert, then their
+// index entries (unique checks here); the slots are left empty.
+void insert_slots(ResultRelInfo *rri, EState *estate, TupleTableSlot **slots, int n, BulkInsertState bistate);
+
 // An inserter whose own memory lives in context.
 Inserter *inserter_create(const TableSpec *spec, MemoryContext context);
 

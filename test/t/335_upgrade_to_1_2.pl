@@ -41,11 +41,7 @@ poll_until($down, q{SELECT last_error LIKE '%older than its module%' FROM logica
 is($down->safe_psql('postgres', q{SELECT count(*) FROM logical_audit.change WHERE commit_lsn > '0/200'}), '0',
 	'nothing was recorded meanwhile');
 
-$down->safe_psql('postgres', 'ALTER EXTENSION logical_audit UPDATE');
-is( $down->safe_psql('postgres', q{
-		SELECT extversion = default_version FROM pg_extension JOIN pg_available_extensions ON name = extname
-		WHERE extname = 'logical_audit'}),
-	't', 'ALTER EXTENSION UPDATE reaches the default version');
+update_extension($down);
 $down->safe_psql('postgres', q{SELECT logical_audit.start('sub')});
 $up->safe_psql('postgres', q{UPDATE t SET v = 'd' WHERE id = 2});
 wait_for_audit_catchup($up, $down, 'sub');

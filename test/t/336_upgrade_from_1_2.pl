@@ -49,11 +49,7 @@ $up->safe_psql('postgres', q{UPDATE t SET v = 'c' WHERE id = 1});
 poll_until($down, q{SELECT last_error LIKE '%older than its module%' FROM logical_audit.status}, 't',
 	'before the update the worker stops with an error naming the cause');
 
-$down->safe_psql('postgres', 'ALTER EXTENSION logical_audit UPDATE');
-is( $down->safe_psql('postgres', q{
-		SELECT extversion = default_version FROM pg_extension JOIN pg_available_extensions ON name = extname
-		WHERE extname = 'logical_audit'}),
-	't', 'ALTER EXTENSION UPDATE reaches the default version');
+update_extension($down);
 $down->safe_psql('postgres', q{SELECT logical_audit.start('sub')});
 $up->safe_psql('postgres', q{INSERT INTO t VALUES (2, 'z'); UPDATE t SET v = 'y' WHERE id = 2});
 wait_for_audit_catchup($up, $down, 'sub');

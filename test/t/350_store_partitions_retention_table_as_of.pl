@@ -108,4 +108,20 @@ is($down->psql('postgres', q{SELECT logical_audit.set_partition_interval('sub', 
 is($down->psql('postgres', q{SELECT logical_audit.set_retention('nosuch', '1 day')}), 3,
 	'an unknown subscription is an error');
 
+# A new interval applies to partitions made from then on, cut where those of the old one begin or
+# end (retention, off now, keeps them).
+$down->safe_psql('postgres', qq{
+	SELECT logical_audit.set_retention('sub', NULL);
+	SELECT logical_audit.set_partition_interval('sub', '1 day');
+	SELECT logical_audit.create_partitions($id, '2020-03-10 12:00+00');
+	SELECT logical_audit.set_partition_interval('sub', '1 month');
+	SELECT logical_audit.create_partitions($id, t) FROM unnest('{2020-03-05, 2020-03-20, 2020-03-10 18:00}'::timestamptz[]) t;
+});
+is( $down->safe_psql('postgres', q{
+		SELECT string_agg(to_char(from_time AT TIME ZONE 'UTC', 'MM-DD') || '..' || to_char(to_time AT TIME ZONE 'UTC', 'MM-DD'), ' '
+		                  ORDER BY from_time)
+		FROM logical_audit.partitions WHERE audit_table = 'change' AND from_time < '2021-01-01'}),
+	'03-01..03-10 03-10..03-11 03-11..04-01',
+	'a month made beside a day partition is cut around it; a time it holds makes none');
+
 done_testing();

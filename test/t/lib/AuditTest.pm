@@ -18,6 +18,7 @@ our @EXPORT = qw(
   $BUILTIN_TYPE_VALUES
   new_upstream
   new_downstream
+  update_extension
   new_audited_table
   create_subscription
   sql_literal
@@ -131,6 +132,17 @@ sub new_downstream
 	$node->start;
 	$node->safe_psql('postgres', "CREATE EXTENSION logical_audit$version");
 	return $node;
+}
+
+# Runs ALTER EXTENSION logical_audit UPDATE on $node and checks it reached the default version.
+sub update_extension
+{
+	my ($node) = @_;
+	$node->safe_psql('postgres', 'ALTER EXTENSION logical_audit UPDATE');
+	is( $node->safe_psql('postgres', q{
+			SELECT extversion = default_version FROM pg_extension JOIN pg_available_extensions ON name = extname
+			WHERE extname = 'logical_audit'}),
+		't', 'ALTER EXTENSION UPDATE reaches the default version');
 }
 
 # Starts an upstream with table t (id int PRIMARY KEY) published as audit_pub and a downstream
