@@ -24,7 +24,11 @@ COMMENT ON FUNCTION logical_audit.row_key_hash(jsonb) IS
 
 DROP INDEX logical_audit.row_image_key;
 -- Not unique: two keys may share a number. The worker, the only writer, keeps one row per key.
-CREATE INDEX row_image_key_hash ON logical_audit.row_image (relation_id, logical_audit.row_key_hash(row_key));
+-- The number is a column, computed once per row: the worker writes it with the row (it has just
+-- looked the key up by it), SQL inserts have it computed.
+ALTER TABLE logical_audit.row_image
+	ADD COLUMN key_number bigint GENERATED ALWAYS AS (logical_audit.row_key_hash(row_key)) STORED;
+CREATE INDEX row_image_key_hash ON logical_audit.row_image (relation_id, key_number);
 
 -- Nothing uses the jsonb key order of 1.0's indexes any more.
 DROP OPERATOR FAMILY logical_audit.row_key_ops USING btree;
@@ -174,7 +178,7 @@ BEGIN
 	LOOP
 		sub_name := (SELECT st.name FROM logical_audit.store st WHERE st.subscription_id = rel.subscription_id);
 		SELECT * INTO head FROM logical_audit.row_image i
-		WHERE i.relation_id = rel.id AND logical_audit.row_key_hash(i.row_key) = logical_audit.row_key_hash(row_timeline.key)
+		WHERE i.relation_id = rel.id AND i.key_number = logical_audit.row_key_hash(row_timeline.key)
 		  AND i.row_key = row_timeline.key;
 		keyed := FOUND;
 		IF keyed THEN

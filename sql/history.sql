@@ -196,7 +196,7 @@ DROP TABLE sample_keys;
 SET enable_seqscan = off;
 SET enable_bitmapscan = off;
 EXPLAIN (COSTS OFF) SELECT * FROM logical_audit.row_image i
-WHERE i.relation_id = 1 AND logical_audit.row_key_hash(i.row_key) = logical_audit.row_key_hash('{"id": 1}')
+WHERE i.relation_id = 1 AND i.key_number = logical_audit.row_key_hash('{"id": 1}')
   AND i.row_key = '{"id": 1}';
 RESET enable_seqscan;
 RESET enable_bitmapscan;

@@ -1,7 +1,7 @@
 // The latest-image store (see images.hpp): one index scan of row_image_key_hash per lookup (the
-// relation id and row_key_hash of the key: integer comparisons, then the key itself checked on
-// the rows found), SnapshotSelf so that the local transaction's own earlier changes count, and an
-// update in place (HOT when the page has room: the table's fillfactor leaves it) per keyed change
+// relation id and the key's row_key_hash, which the store writes in key_number: integer
+// comparisons, then the key itself checked on the rows found), SnapshotSelf so that the local transaction's own earlier
+// changes count, and an update in place (HOT when the page has room: the table's fillfactor leaves it) per keyed change
 // of a row the table holds. Rows new to the table are buffered (pending) and written as COPY
 // writes, a batch in one multi-insert, then their index entries; a lookup finds them in the
 // buffer first, through a hash table of the batch. The worker is the only writer of its
@@ -21,9 +21,9 @@ namespace {
 constexpr const char *kTable = "row_image";
 constexpr const char *kIndex = "row_image_key_hash";
 
-enum Column { kRelationId, kCommitTime, kCommitLsn, kOrdinal, kRowKey, kImage, kPartial, kColumns };
+enum Column { kRelationId, kCommitTime, kCommitLsn, kOrdinal, kRowKey, kKeyNumber, kImage, kPartial, kColumns };
 const char *const kNames[kColumns] = {"relation_id", "commit_time", "commit_lsn", "ordinal",
-                                      "row_key",     "image",       "partial"};
+                                      "row_key",     "key_number",  "image",      "partial"};
 
 // New rows a batch holds at most.
 constexpr int kBatchRows = 1000;
@@ -70,7 +70,9 @@ struct Images {
 	int *pending_next; // per pending row, the previous one filed under the same key, or -1
 	HTAB *pending_index;
 	HTAB *bounds; // KeyBound per relation, in context, for the worker's lifetime
-	// Where the latest lookup found the row: the pending row's index, or -1 (in found).
+	// The latest lookup: the key's number, and where it found the row (the pending row's index,
+	// or -1: in found).
+	PendingKey looked_up;
 	int found_pending;
 	// The latest lookup, which the next one of the same key (the same Datum: the writer looks a
 	// change's key up, then sets it, within one message) answers without a scan. A write, and an
@@ -84,7 +86,7 @@ struct Images {
 
 namespace {
 
-// The index on (relation_id, row_key_hash(row_key)), among the table's open indexes.
+// The index on (relation_id, key_number), among the table's open indexes.
 Relation key_index(Images *s) {
 	for (int i = 0; i < s->rri->ri_NumIndices; i++)
 		if (strcmp(RelationGetRelationName(s->rri->ri_IndexRelationDescs[i]), kIndex) == 0)
@@ -175,15 +177,16 @@ void flush_pending(Images *s) {
 	s->remembered = false;
 }
 
-// Stores a row's columns into a slot, its values copied into the slot's memory.
-void store_image(Images *s, TupleTableSlot *slot, int32 relation_id, Datum row_key, const Image &image) {
+// Stores a row's columns into a slot, filed under key.
+void store_image(Images *s, TupleTableSlot *slot, const PendingKey &key, Datum row_key, const Image &image) {
 	ExecClearTuple(slot);
 	memset(slot->tts_isnull, true, sizeof(bool) * slot->tts_tupleDescriptor->natts);
-	const Datum values[kColumns] = {Int32GetDatum(relation_id),
+	const Datum values[kColumns] = {Int32GetDatum(key.relation_id),
 	                                TimestampTzGetDatum(image.at.time),
 	                                LSNGetDatum(image.at.lsn),
 	                                Int32GetDatum(image.at.ordinal),
 	                                row_key,
+	                                Int64GetDatum(key.hash),
 	                                image.row,
 	                                BoolGetDatum(image.partial)};
 	for (int c = 0; c < kColumns; c++) {
@@ -210,7 +213,7 @@ KeyBound *key_bound(Images *s, MemoryContext txn_context, int32 relation_id) {
 	ExecClearTuple(s->found);
 	if (index_getnext_slot(scan, BackwardScanDirection, s->found)) {
 		bool isnull;
-		bound = row_key_hash(slot_getattr(s->found, s->attno[kRowKey], &isnull));
+		bound = DatumGetInt64(slot_getattr(s->found, s->attno[kKeyNumber], &isnull));
 	}
 	ExecClearTuple(s->found);
 	index_endscan(scan);
@@ -221,16 +224,16 @@ KeyBound *key_bound(Images *s, MemoryContext txn_context, int32 relation_id) {
 }
 
 // Buffers a row new to the table, filed under key, and writes the batch when it is full.
-void add_pending(Images *s, const PendingKey &key, int32 relation_id, Datum row_key, const Image &image) {
+void add_pending(Images *s, const PendingKey &key, Datum row_key, const Image &image) {
 	int i = s->npending;
 	if (i == s->nslots) {
 		MemoryContext caller = MemoryContextSwitchTo(s->slot_context);
 		s->pending[s->nslots++] = MakeSingleTupleTableSlot(s->desc, &TTSOpsHeapTuple);
 		MemoryContextSwitchTo(caller);
 	}
-	store_image(s, s->pending[i], relation_id, row_key, image);
-	ExecMaterializeSlot(s->pending[i]);
-	KeyBound *b = static_cast<KeyBound *>(hash_search(s->bounds, &relation_id, HASH_FIND, nullptr));
+	store_image(s, s->pending[i], key, row_key, image);
+	ExecMaterializeSlot(s->pending[i]); // its values copied into the slot's memory
+	KeyBound *b = static_cast<KeyBound *>(hash_search(s->bounds, &key.relation_id, HASH_FIND, nullptr));
 	b->bound = Max(b->bound, key.hash);
 	bool exists;
 	auto *entry = static_cast<PendingEntry *>(hash_search(pending_index(s), &key, HASH_ENTER, &exists));
@@ -250,6 +253,7 @@ bool lookup(Images *s, MemoryContext txn_context, int32 relation_id, Datum row_k
 		return s->remembered_found;
 	}
 	PendingKey key = pending_key(relation_id, row_key);
+	s->looked_up = key;
 	bool above = key.hash > key_bound(s, txn_context, relation_id)->bound;
 	s->found_pending = above ? -1 : find_pending(s, key, row_key);
 	bool found = s->found_pending >= 0;
@@ -316,16 +320,14 @@ void images_set(Images *s, MemoryContext txn_context, int32 relation_id, Datum r
 	bool exists = lookup(s, txn_context, relation_id, row_key);
 	s->remembered = false;
 	if (!exists) {
-		add_pending(s, pending_key(relation_id, row_key), relation_id, row_key, image);
+		add_pending(s, s->looked_up, row_key, image);
 		return;
 	}
+	store_image(s, s->next, s->looked_up, row_key, image);
 	if (s->found_pending >= 0) {
-		TupleTableSlot *slot = s->pending[s->found_pending];
-		store_image(s, s->next, relation_id, row_key, image);
-		ExecCopySlot(slot, s->next); // the new values, copied before the old ones are freed
+		ExecCopySlot(s->pending[s->found_pending], s->next); // the new values, copied before the old ones are freed
 		return;
 	}
-	store_image(s, s->next, relation_id, row_key, image);
 	MemoryContext caller = MemoryContextSwitchTo(txn_context);
 	bool update_indexes = true;
 	// A row written earlier in this command is not yet one an update may replace.
